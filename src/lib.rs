@@ -1,0 +1,13 @@
+//! evalq: which quantization format should I run this model in? Measured, not folklore.
+//!
+//! The pipeline: a model file ([`gguf`] or a Hugging Face directory) becomes a [`model::Checkpoint`]
+//! of named tensors; [`formats`] dequantizes (and later quantizes) ggml blocks; [`model`] holds the
+//! config, tokenizer and forward pass; [`eval`] computes perplexity with llama-perplexity's
+//! protocol; [`data`] finds and verifies datasets and the default model.
+
+pub mod error;
+pub mod formats;
+pub mod gguf;
+pub mod util;
+
+pub use error::{Error, Result};
