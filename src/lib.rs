@@ -5,9 +5,13 @@
 //! config, tokenizer and forward pass; [`eval`] computes perplexity with llama-perplexity's
 //! protocol; [`data`] finds and verifies datasets and the default model.
 
+pub mod data;
 pub mod error;
+pub mod eval;
 pub mod formats;
 pub mod gguf;
+pub mod kernels;
+pub mod model;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -1,0 +1,181 @@
+//! One function per subcommand: resolve inputs, call the library, print.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde_json::json;
+
+use evalq::data::{datasets, fetch};
+use evalq::eval::perplexity::{perplexity, PplParams};
+use evalq::kernels::isa;
+use evalq::model::hf::{export_safetensors, ExportDtype};
+use evalq::model::{Checkpoint, LlamaWeights};
+
+use super::{progress, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, TokenizeArgs};
+
+fn open_model(arg: Option<&str>) -> anyhow::Result<Checkpoint> {
+    let path = fetch::resolve_model(arg)?;
+    Ok(Checkpoint::open(&path)?)
+}
+
+pub fn fetch(_quiet: bool) -> anyhow::Result<()> {
+    let path = fetch::fetch_default_model(false)?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+pub fn info(a: InfoArgs) -> anyhow::Result<()> {
+    let ckpt = open_model(a.model_pos.as_deref().or(a.model.model.as_deref()))?;
+    let c = ckpt.config()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "model:        {}", ckpt.path().display())?;
+    if let Checkpoint::Gguf(f) = &ckpt {
+        writeln!(out, "container:    GGUF v{}, {} tensors, {} metadata keys, alignment {}", f.version, f.tensors.len(), f.metadata.len(), f.alignment)?;
+        if let Ok(name) = f.get_str("general.name") {
+            writeln!(out, "name:         {name}")?;
+        }
+    } else {
+        writeln!(out, "container:    Hugging Face directory (safetensors)")?;
+    }
+    writeln!(out, "architecture: {} ({} layers, d_model {}, {} heads / {} kv heads, head_dim {}, ffn {}, vocab {})",
+        c.arch, c.n_layer, c.d_model, c.n_head, c.n_kv_head, c.head_dim, c.ffn_dim, c.vocab_size)?;
+    writeln!(out, "rope:         {:?}, base {}, {} dims; rms eps {:e}; trained context {}", c.rope_mode, c.rope_base, c.rope_dim, c.rms_eps, c.n_ctx_train)?;
+    writeln!(out, "output:       {}", if ckpt.has_tensor("output.weight") { "separate output.weight" } else { "tied to token_embd" })?;
+    if a.metadata {
+        if let Checkpoint::Gguf(f) = &ckpt {
+            writeln!(out, "\nmetadata:")?;
+            for (k, v) in &f.metadata {
+                writeln!(out, "  {k:<40} {}", v.display_short())?;
+            }
+        }
+    }
+    writeln!(out, "\n{:<32} {:>18} {:>8} {:>12}", "tensor", "shape", "type", "bytes")?;
+    let mut params = 0u64;
+    let mut bytes = 0u64;
+    for name in ckpt.tensor_names() {
+        let (ty, dims) = ckpt.tensor_meta(&name)?;
+        let n: u64 = dims.iter().product();
+        let b = ty.row_bytes(n).unwrap_or(0);
+        params += n;
+        bytes += b;
+        let shape = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
+        writeln!(out, "{name:<32} {shape:>18} {ty:>8} {b:>12}")?;
+    }
+    writeln!(out, "\ntypes:")?;
+    for (ty, (count, n)) in ckpt.type_histogram()? {
+        writeln!(out, "  {ty:<8} {count:>4} tensors {n:>12} weights ({:.1}%)", 100.0 * n as f64 / params as f64)?;
+    }
+    writeln!(out, "parameters:   {params} ({:.1} M)", params as f64 / 1e6)?;
+    writeln!(out, "tensor bytes: {bytes} ({:.2} MiB), {:.3} bits per weight", bytes as f64 / (1 << 20) as f64, bytes as f64 * 8.0 / params as f64)?;
+    Ok(())
+}
+
+pub fn tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
+    let ckpt = open_model(a.model.model.as_deref())?;
+    let tok = ckpt.tokenizer()?;
+    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let mut ids = Vec::new();
+    if tok.add_bos() {
+        ids.extend(tok.bos_id());
+    }
+    ids.extend(tok.encode(&text)?);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if a.json {
+        serde_json::to_writer(&mut out, &ids)?;
+        writeln!(out)?;
+    } else {
+        for id in ids {
+            writeln!(out, "{id}")?;
+        }
+    }
+    Ok(())
+}
+
+pub fn ppl(a: PplArgs, quiet: bool) -> anyhow::Result<()> {
+    let ckpt = open_model(a.model.model.as_deref())?;
+    let config = ckpt.config()?;
+    let tok = ckpt.tokenizer()?;
+    let dataset = datasets::resolve_dataset(&a.dataset, a.data_dir.as_deref())?;
+    let text = datasets::read_text(&dataset)?;
+
+    let t0 = Instant::now();
+    let mut tokens = Vec::new();
+    if tok.add_bos() {
+        tokens.extend(tok.bos_id());
+    }
+    tokens.extend(tok.encode(&text)?);
+    let tokenize_s = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    let weights = LlamaWeights::load_f32(&ckpt, &config)?;
+    let load_s = t1.elapsed().as_secs_f64();
+    let source = ckpt.describe_source()?;
+
+    let params = PplParams { n_ctx: a.ctx, max_chunks: a.chunks, add_bos: tok.add_bos(), bos_id: tok.bos_id() };
+    let n_chunks = evalq::eval::perplexity::plan(tokens.len(), &params)?;
+    if !a.json && !quiet {
+        eprintln!("model:   {source}");
+        eprintln!("dataset: {} ({}, sha256 {}{})", dataset.name, dataset.path.display(), &dataset.sha256[..12],
+            if dataset.verified { ", verified" } else { "" });
+        eprintln!("tokens:  {} (tokenized in {tokenize_s:.2} s); {n_chunks} chunks of {}; isa {}, {} threads",
+            tokens.len(), a.ctx, isa::active().name(), rayon::current_num_threads());
+    }
+    let pb = progress::bar(n_chunks as u64, "ppl", quiet || a.json);
+    let t2 = Instant::now();
+    let r = perplexity(&weights, &tokens, &params, |c, _| {
+        pb.set_message(format!("ppl {:.4}", c.ppl));
+        pb.inc(1);
+    })?;
+    pb.finish_and_clear();
+    let seconds = t2.elapsed().as_secs_f64();
+    let tps = r.n_tokens_scored as f64 / seconds;
+    let ctx_tps = (r.n_chunks * r.n_ctx) as f64 / seconds;
+
+    if a.json {
+        let v = json!({
+            "ppl": r.ppl,
+            "ppl_stderr": r.ppl_stderr,
+            "n_chunks": r.n_chunks,
+            "n_ctx": r.n_ctx,
+            "n_tokens_scored": r.n_tokens_scored,
+            "n_tokens_total": r.n_tokens_total,
+            "seconds": seconds,
+            "tokens_per_second": tps,
+            "context_tokens_per_second": ctx_tps,
+            "load_seconds": load_s,
+            "tokenize_seconds": tokenize_s,
+            "chunks": r.chunks.iter().map(|c| c.ppl).collect::<Vec<_>>(),
+            "model": ckpt.path().display().to_string(),
+            "source": source,
+            "dataset": dataset.name,
+            "dataset_path": dataset.path.display().to_string(),
+            "dataset_sha256": dataset.sha256,
+            "isa": isa::active().name(),
+            "threads": rayon::current_num_threads(),
+            "evalq_version": env!("CARGO_PKG_VERSION"),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let running: Vec<String> = r.chunks.iter().map(|c| format!("[{}]{:.4}", c.chunk, c.ppl)).collect();
+        println!("{}", running.join(","));
+        println!("Final estimate: PPL = {:.4} +/- {:.5}", r.ppl, r.ppl_stderr);
+        println!(
+            "{} chunks × {} scored tokens (n_ctx {}) in {seconds:.2} s: {tps:.1} scored tokens/s, {ctx_tps:.1} context tokens/s",
+            r.n_chunks, r.n_tokens_scored / r.n_chunks.max(1), r.n_ctx
+        );
+    }
+    Ok(())
+}
+
+pub fn export(a: ExportArgs) -> anyhow::Result<()> {
+    let ckpt = open_model(a.model.model.as_deref())?;
+    let dtype = match a.dtype {
+        ExportDtypeArg::F32 => ExportDtype::F32,
+        ExportDtypeArg::F16 => ExportDtype::F16,
+        ExportDtypeArg::Bf16 => ExportDtype::BF16,
+    };
+    export_safetensors(&ckpt, &a.dir, dtype)?;
+    println!("wrote {}", a.dir.display());
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Raw arguments (clap derive) turned into calls into the library, one function per command.
+
+mod commands;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Which quantization format should I run this model in? Measured against llama.cpp.
+#[derive(Parser, Debug)]
+#[command(name = "evalq", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Worker threads for the forward pass (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Force an instruction-set path: scalar, avx2, avx512 or neon (default: the best available).
+    #[arg(long, global = true)]
+    pub isa: Option<String>,
+    /// No progress output.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Download and verify the default model (SmolLM2-135M-Instruct) into the cache.
+    Fetch,
+    /// Show a model's architecture, shapes, tensors and types.
+    Info(InfoArgs),
+    /// Tokenize a text file with a model's tokenizer.
+    Tokenize(TokenizeArgs),
+    /// Perplexity on a dataset, with llama-perplexity's protocol.
+    Ppl(PplArgs),
+    /// Write a model in another container format.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ModelArg {
+    /// A GGUF file, a Hugging Face directory, or `smollm2-135m` (the default, fetched if missing).
+    #[arg(long, short)]
+    pub model: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// The model (positional form of --model).
+    pub model_pos: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Also list every metadata key.
+    #[arg(long)]
+    pub metadata: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// The text file to tokenize.
+    #[arg(long, short)]
+    pub file: PathBuf,
+    /// Print a JSON array instead of one id per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PplArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// A dataset name from datasets/manifest.json, or a path to any text file.
+    #[arg(long, default_value = "wikitext-2")]
+    pub dataset: String,
+    /// Where to look for datasets first.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Context length of each chunk.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Evaluate at most this many chunks (default: all).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ExportFormat {
+    /// A Hugging Face directory: model.safetensors, config.json, tokenizer.json.
+    Safetensors,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ExportDtypeArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// The container to write.
+    #[arg(long, value_enum)]
+    pub to: ExportFormat,
+    /// Element type of the written tensors.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: ExportDtypeArg,
+    /// The output directory.
+    pub dir: PathBuf,
+}
+
+/// Applies the global options, then runs the command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &cli.isa {
+        let isa = evalq::kernels::Isa::from_name(name)
+            .ok_or_else(|| anyhow::anyhow!("unknown instruction set '{name}' (known: scalar, avx2, avx512, neon)"))?;
+        evalq::kernels::isa::force(isa).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+    }
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Fetch => commands::fetch(quiet),
+        Command::Info(a) => commands::info(a),
+        Command::Tokenize(a) => commands::tokenize(a),
+        Command::Ppl(a) => commands::ppl(a, quiet),
+        Command::Export(a) => commands::export(a),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,3 @@
+//! Evaluation: perplexity with llama-perplexity's protocol, and its statistics.
+
+pub mod perplexity;

@@ -1,0 +1,233 @@
+//! The llama forward pass over a whole context window at once (prompt-processing style):
+//! every projection is one matrix-matrix product over all tokens of the batch.
+//!
+//! Numerics follow llama.cpp where it matters for agreement: RMSNorm sums squares in f64, RoPE
+//! advances θ by repeated multiplication, and keys and values are rounded to f16 as llama.cpp's
+//! default f16 KV cache stores them.
+
+use rayon::prelude::*;
+
+use crate::model::config::{LlamaConfig, RopeMode};
+use crate::model::weights::{LayerWeights, LlamaWeights};
+
+/// Buffers for one batch of up to `n_ctx` tokens, allocated once. Shapes are given per buffer.
+pub struct State {
+    pub n_ctx: usize,
+    /// (n_ctx, d_model): the residual stream.
+    x: Vec<f32>,
+    /// (n_ctx, d_model): normalized input of the current sub-layer.
+    xn: Vec<f32>,
+    /// (n_ctx, n_head * head_dim)
+    q: Vec<f32>,
+    /// (n_ctx, n_kv_head * head_dim)
+    k: Vec<f32>,
+    /// (n_ctx, n_kv_head * head_dim)
+    v: Vec<f32>,
+    /// (n_ctx, n_head * head_dim): attention output before `wo`.
+    att: Vec<f32>,
+    /// (n_ctx, d_model): output of `wo` or `w_down`.
+    proj: Vec<f32>,
+    /// (n_ctx, ffn_dim)
+    gate: Vec<f32>,
+    /// (n_ctx, ffn_dim)
+    up: Vec<f32>,
+    /// base^(-2/n_rot): the ratio between successive pairs' angles.
+    theta_scale: f32,
+    /// (n_ctx, vocab): logits of the rows asked for, first row first.
+    pub logits: Vec<f32>,
+}
+
+impl State {
+    pub fn new(c: &LlamaConfig, n_ctx: usize) -> State {
+        State {
+            n_ctx,
+            x: vec![0.0; n_ctx * c.d_model],
+            xn: vec![0.0; n_ctx * c.d_model],
+            q: vec![0.0; n_ctx * c.q_dim()],
+            k: vec![0.0; n_ctx * c.kv_dim()],
+            v: vec![0.0; n_ctx * c.kv_dim()],
+            att: vec![0.0; n_ctx * c.q_dim()],
+            proj: vec![0.0; n_ctx * c.d_model],
+            gate: vec![0.0; n_ctx * c.ffn_dim],
+            up: vec![0.0; n_ctx * c.ffn_dim],
+            theta_scale: c.rope_base.powf(-2.0 / c.rope_dim as f32),
+            logits: vec![0.0; n_ctx * c.vocab_size],
+        }
+    }
+}
+
+/// Runs `tokens` (positions 0..n) through the model and leaves the logits of positions
+/// `logits_from..n` in `state.logits`, row `i` holding position `logits_from + i`.
+///
+/// Token ids must be below the vocabulary size (the tokenizer guarantees it; callers that take
+/// ids from elsewhere check first).
+pub fn forward(w: &LlamaWeights, state: &mut State, tokens: &[u32], logits_from: usize) {
+    let c = &w.config;
+    let n = tokens.len();
+    assert!(n <= state.n_ctx && logits_from <= n, "batch of {n} tokens exceeds the state's {}", state.n_ctx);
+    let d = c.d_model;
+
+    for (t, &tok) in tokens.iter().enumerate() {
+        w.tok_embd.row_into(tok as usize, &mut state.x[t * d..(t + 1) * d]);
+    }
+
+    for layer in &w.layers {
+        attention_block(c, layer, state, n);
+        ffn_block(c, layer, state, n);
+    }
+
+    let n_out = n - logits_from;
+    let xs = &state.x[logits_from * d..n * d];
+    let xn = &mut state.xn[..n_out * d];
+    rms_norm(xs, &w.output_norm, xn, d, c.rms_eps);
+    w.output().matmul(xn, &mut state.logits[..n_out * c.vocab_size], n_out);
+}
+
+fn attention_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
+    let d = c.d_model;
+    let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
+    rms_norm(&s.x[..n * d], &l.attn_norm, &mut s.xn[..n * d], d, c.rms_eps);
+    let xn = &s.xn[..n * d];
+    l.wq.matmul(xn, &mut s.q[..n * qd], n);
+    l.wk.matmul(xn, &mut s.k[..n * kvd], n);
+    l.wv.matmul(xn, &mut s.v[..n * kvd], n);
+    add_bias(&mut s.q[..n * qd], l.bq.as_deref());
+    add_bias(&mut s.k[..n * kvd], l.bk.as_deref());
+    add_bias(&mut s.v[..n * kvd], l.bv.as_deref());
+
+    let theta_scale = s.theta_scale;
+    let mode = c.rope_mode;
+    let rope_dim = c.rope_dim;
+    s.q[..n * qd].par_chunks_mut(qd).enumerate().for_each(|(pos, row)| {
+        for head in row.chunks_exact_mut(hd) {
+            rope(head, pos, theta_scale, rope_dim, mode);
+        }
+    });
+    s.k[..n * kvd].par_chunks_mut(kvd).enumerate().for_each(|(pos, row)| {
+        for head in row.chunks_exact_mut(hd) {
+            rope(head, pos, theta_scale, rope_dim, mode);
+        }
+    });
+    // The KV cache holds f16 in llama.cpp by default; round as it does.
+    for v in s.k[..n * kvd].iter_mut().chain(s.v[..n * kvd].iter_mut()) {
+        *v = half::f16::from_f32(*v).to_f32();
+    }
+
+    let (q, k, v) = (&s.q, &s.k, &s.v);
+    let group = c.n_head / c.n_kv_head;
+    let scale = 1.0 / (hd as f32).sqrt();
+    // Rows are independent; small chunks balance the causal triangle's uneven rows.
+    s.att[..n * qd].par_chunks_mut(8 * qd).enumerate().for_each_init(
+        || vec![0f32; n],
+        |scores, (chunk, out)| {
+            for (r, out_row) in out.chunks_exact_mut(qd).enumerate() {
+                let t = chunk * 8 + r;
+                for h in 0..c.n_head {
+                    let kvh = h / group;
+                    let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
+                    let sc = &mut scores[..=t];
+                    let mut max = f32::NEG_INFINITY;
+                    for (j, sj) in sc.iter_mut().enumerate() {
+                        let kj = &k[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
+                        *sj = dot(qh, kj) * scale;
+                        max = max.max(*sj);
+                    }
+                    let mut sum = 0f64;
+                    for sj in sc.iter_mut() {
+                        *sj = (*sj - max).exp();
+                        sum += *sj as f64;
+                    }
+                    let inv = (1.0 / sum) as f32;
+                    let o = &mut out_row[h * hd..(h + 1) * hd];
+                    o.fill(0.0);
+                    for (j, &p) in sc.iter().enumerate() {
+                        let vj = &v[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
+                        let p = p * inv;
+                        for (oi, &vi) in o.iter_mut().zip(vj) {
+                            *oi += p * vi;
+                        }
+                    }
+                }
+            }
+        },
+    );
+
+    l.wo.matmul(&s.att[..n * qd], &mut s.proj[..n * d], n);
+    for (x, p) in s.x[..n * d].iter_mut().zip(&s.proj[..n * d]) {
+        *x += p;
+    }
+}
+
+fn ffn_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
+    let (d, f) = (c.d_model, c.ffn_dim);
+    rms_norm(&s.x[..n * d], &l.ffn_norm, &mut s.xn[..n * d], d, c.rms_eps);
+    l.w_gate.matmul(&s.xn[..n * d], &mut s.gate[..n * f], n);
+    l.w_up.matmul(&s.xn[..n * d], &mut s.up[..n * f], n);
+    s.gate[..n * f].par_chunks_mut(f).zip(s.up[..n * f].par_chunks(f)).for_each(|(g, u)| {
+        for (gi, &ui) in g.iter_mut().zip(u) {
+            *gi = *gi / (1.0 + (-*gi).exp()) * ui;
+        }
+    });
+    l.w_down.matmul(&s.gate[..n * f], &mut s.proj[..n * d], n);
+    for (x, p) in s.x[..n * d].iter_mut().zip(&s.proj[..n * d]) {
+        *x += p;
+    }
+}
+
+/// `out = x / rms(x) * weight`, row by row, with the sum of squares in f64 as ggml does.
+fn rms_norm(x: &[f32], weight: &[f32], out: &mut [f32], d: usize, eps: f32) {
+    out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, xr)| {
+        let sum: f64 = xr.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / d as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((oi, &xi), &wi) in o.iter_mut().zip(xr).zip(weight) {
+            *oi = (xi * scale) * wi;
+        }
+    });
+}
+
+fn add_bias(y: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(b.len()) {
+            for (yi, bi) in row.iter_mut().zip(b) {
+                *yi += bi;
+            }
+        }
+    }
+}
+
+/// Rotates one head in place for position `pos`.
+///
+/// The angle of pair `i` is `pos · scale^i`, advanced by repeated multiplication from `pos` as
+/// llama.cpp's rope cache does, so the angles agree with it to the last bit.
+fn rope(head: &mut [f32], pos: usize, theta_scale: f32, n_rot: usize, mode: RopeMode) {
+    let mut theta = pos as f32;
+    for i in 0..n_rot / 2 {
+        let (sin, cos) = theta.sin_cos();
+        theta *= theta_scale;
+        let (a, b) = match mode {
+            RopeMode::Normal => (2 * i, 2 * i + 1),
+            RopeMode::Neox => (i, i + n_rot / 2),
+        };
+        let (x0, x1) = (head[a], head[b]);
+        head[a] = x0 * cos - x1 * sin;
+        head[b] = x0 * sin + x1 * cos;
+    }
+}
+
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent partial sums let the compiler vectorize without reassociating.
+    let mut acc = [0f32; 8];
+    let main = a.len() / 8 * 8;
+    for (ca, cb) in a[..main].chunks_exact(8).zip(b[..main].chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += ca[l] * cb[l];
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for i in main..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}
