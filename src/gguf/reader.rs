@@ -211,7 +211,7 @@ impl<'a> Parser<'a> {
         match need {
             Some(need) if need <= self.remaining() as u64 => Ok(n as usize),
             _ => Err(self.err(format!(
-                "{what} is {n}, which cannot fit in the {} bytes left in the file",
+                "{what} is {n}, which cannot fit in the {} bytes left in the file (truncated or corrupt)",
                 self.remaining()
             ))),
         }

@@ -293,8 +293,7 @@ pub fn export_safetensors(ckpt: &Checkpoint, dir: &Path, dtype: ExportDtype) -> 
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("json values serialize");
     crate::util::write_bytes_atomic(&dir.join("config.json"), pretty(&cfg).as_bytes())?;
     crate::util::write_bytes_atomic(&dir.join("tokenizer.json"), tokenizer.to_json()?.as_bytes())?;
-    let tok_cfg = serde_json::json!({ "add_bos_token": tokenizer.add_bos(), "add_eos_token": false });
-    crate::util::write_bytes_atomic(&dir.join("tokenizer_config.json"), pretty(&tok_cfg).as_bytes())?;
+    crate::util::write_bytes_atomic(&dir.join("tokenizer_config.json"), tokenizer.to_config_json()?.as_bytes())?;
     Ok(())
 }
 

@@ -1,0 +1,66 @@
+//! The whole pipeline on a tiny synthetic model: fast, and independent of the real model.
+
+mod common;
+
+use common::{evalq, sample_text, tiny_llama};
+
+#[test]
+fn ppl_json_has_the_documented_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    tiny_llama().write(&model).unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, sample_text()).unwrap();
+    let out = evalq(&["ppl", "--model", model.to_str().unwrap(), "--dataset", text.to_str().unwrap(), "--ctx", "64", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["ppl", "ppl_stderr", "n_chunks", "n_ctx", "n_tokens_scored", "seconds", "tokens_per_second"] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    let ppl = v["ppl"].as_f64().unwrap();
+    assert!(ppl.is_finite() && ppl > 1.0, "{ppl}");
+    assert_eq!(v["n_ctx"], 64);
+    assert_eq!(v["n_tokens_scored"].as_u64().unwrap(), v["n_chunks"].as_u64().unwrap() * 31);
+}
+
+#[test]
+fn hf_export_round_trip_gives_identical_perplexity_for_every_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    tiny_llama().write(&model).unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, sample_text()).unwrap();
+    let ppl = |m: &str| {
+        let out = evalq(&["ppl", "--model", m, "--dataset", text.to_str().unwrap(), "--ctx", "64", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["ppl"].as_f64().unwrap()
+    };
+    let base = ppl(model.to_str().unwrap());
+    let hf = dir.path().join("hf32");
+    assert!(evalq(&["export", "--model", model.to_str().unwrap(), "--to", "safetensors", hf.to_str().unwrap()]).status.success());
+    assert_eq!(ppl(hf.to_str().unwrap()).to_bits(), base.to_bits());
+    // Half-precision exports are lossy but must load and stay close.
+    for dtype in ["f16", "bf16"] {
+        let hf = dir.path().join(dtype);
+        assert!(evalq(&["export", "--model", model.to_str().unwrap(), "--to", "safetensors", "--dtype", dtype, hf.to_str().unwrap()]).status.success());
+        let p = ppl(hf.to_str().unwrap());
+        assert!((p / base - 1.0).abs() < 0.05, "{dtype}: {p} vs {base}");
+    }
+}
+
+#[test]
+fn sharded_hf_directory_loads() {
+    // A shard index pointing at the single file is the smallest sharded layout.
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    tiny_llama().write(&model).unwrap();
+    let hf = dir.path().join("hf");
+    assert!(evalq(&["export", "--model", model.to_str().unwrap(), "--to", "safetensors", hf.to_str().unwrap()]).status.success());
+    std::fs::rename(hf.join("model.safetensors"), hf.join("model-00001-of-00001.safetensors")).unwrap();
+    let index = serde_json::json!({ "weight_map": { "model.embed_tokens.weight": "model-00001-of-00001.safetensors" } });
+    std::fs::write(hf.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let out = evalq(&["info", "--model", hf.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("blk.1.attn_q.weight"));
+}
