@@ -1,1 +1,110 @@
-fn main(){}
+//! Criterion benchmarks, one entry point. Throughput is labelled honestly: dequantization in
+//! bytes of blocks read, matrix products in elements (multiply-adds).
+//!
+//! Run: `cargo bench --bench bench_main` (add a filter such as `matmul_f32` to narrow).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+use evalq::formats::dequantize;
+use evalq::gguf::GgmlType;
+use evalq::kernels::matmul_f32::matmul_with;
+use evalq::kernels::Isa;
+
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Random block bytes with every 16-bit scale field replaced by a sane f16, so no block holds
+/// NaN or inf (those would make the timing unrepresentative on some CPUs).
+fn blocks(ty: GgmlType, n_weights: usize) -> Vec<u8> {
+    let n_blocks = n_weights / ty.block_size();
+    let raw = noise(n_blocks * ty.block_bytes(), 7);
+    let mut b: Vec<u8> = raw.iter().map(|v| (v.to_bits() >> 3) as u8).collect();
+    let sane = half::f16::from_f32(0.01).to_le_bytes();
+    for blk in b.chunks_exact_mut(ty.block_bytes()) {
+        match ty {
+            GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {}
+            GgmlType::Q6_K => blk[208..210].copy_from_slice(&sane),
+            GgmlType::Q3_K => blk[108..110].copy_from_slice(&sane),
+            GgmlType::Q2_K => {
+                blk[80..82].copy_from_slice(&sane);
+                blk[82..84].copy_from_slice(&sane);
+            }
+            GgmlType::Q8_K => blk[..4].copy_from_slice(&0.01f32.to_le_bytes()),
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => {
+                blk[..2].copy_from_slice(&sane);
+                blk[2..4].copy_from_slice(&sane);
+            }
+            _ => blk[..2].copy_from_slice(&sane),
+        }
+    }
+    if matches!(ty, GgmlType::F16 | GgmlType::BF16 | GgmlType::F32) {
+        let vals = noise(n_weights, 9);
+        b = match ty {
+            GgmlType::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            GgmlType::F16 => vals.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+            _ => vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+        };
+    }
+    b
+}
+
+fn bench_dequantize(c: &mut Criterion) {
+    let n = 576 * 1536; // one SmolLM2 ffn matrix
+    let mut g = c.benchmark_group("dequantize");
+    for ty in [
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
+    ] {
+        let data = blocks(ty, n);
+        let mut out = vec![0f32; n];
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.bench_function(BenchmarkId::from_parameter(ty.name()), |b| b.iter(|| dequantize(ty, &data, &mut out).unwrap()));
+    }
+    g.finish();
+}
+
+fn bench_matmul_f32(c: &mut Criterion) {
+    // The SmolLM2 ffn_up product over a 512-token chunk, and a single generation token.
+    let (k, n) = (576, 1536);
+    let w = noise(n * k, 1);
+    let mut g = c.benchmark_group("matmul_f32");
+    g.sample_size(10);
+    for isa in Isa::available() {
+        for nt in [1usize, 512] {
+            if isa == Isa::Scalar && nt > 1 {
+                continue; // the scalar reference is for correctness, not speed
+            }
+            let x = noise(nt * k, 2);
+            let mut y = vec![0f32; nt * n];
+            g.throughput(Throughput::Elements((nt * n * k) as u64));
+            g.bench_function(BenchmarkId::new(isa.name(), format!("{nt}x{k}x{n}")), |b| {
+                b.iter(|| matmul_with(isa, &x, &w, &mut y, nt, k, n))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_dequantize, bench_matmul_f32);
+criterion_main!(benches);
