@@ -129,32 +129,12 @@ mod x86 {
             while t < nt {
                 let ntt = (nt - t).min(4);
                 if nr == 4 && ntt == 4 {
-                    let mut acc = [[_mm512_setzero_ps(); 4]; 4];
-                    let xp = x.as_ptr().add(t * k);
-                    let wp = w.as_ptr().add(r * k);
-                    let mut i = 0;
-                    while i < main {
-                        let wv = [
-                            _mm512_loadu_ps(wp.add(i)),
-                            _mm512_loadu_ps(wp.add(k + i)),
-                            _mm512_loadu_ps(wp.add(2 * k + i)),
-                            _mm512_loadu_ps(wp.add(3 * k + i)),
-                        ];
-                        for (a, row) in acc.iter_mut().enumerate() {
-                            let xv = _mm512_loadu_ps(xp.add(a * k + i));
-                            for b in 0..4 {
-                                row[b] = _mm512_fmadd_ps(xv, wv[b], row[b]);
-                            }
-                        }
-                        i += LANES;
-                    }
+                    let lanes = tile4x4_avx512(x.as_ptr().add(t * k), w.as_ptr().add(r * k), k, main);
                     for a in 0..4 {
                         for b in 0..4 {
-                            let mut lanes = [0f32; LANES];
-                            _mm512_storeu_ps(lanes.as_mut_ptr(), acc[a][b]);
                             let xa = &x[(t + a) * k + main..(t + a + 1) * k];
                             let wb = &w[(r + b) * k + main..(r + b + 1) * k];
-                            y[(t + a) * ld + r + b] = finish(lanes, xa, wb);
+                            y[(t + a) * ld + r + b] = finish(lanes[a * 4 + b], xa, wb);
                         }
                     }
                 } else {
@@ -168,6 +148,55 @@ mod x86 {
             }
             r += nr;
         }
+    }
+
+    /// The 16 accumulators of a 4-token × 4-row tile over `main` elements, as lanes. Written
+    /// out by hand: with arrays of registers the compiler spilled accumulators to the stack.
+    ///
+    /// # Safety
+    /// AVX-512F; `xp` and `wp` point at 4 rows of `k` floats each, `main <= k`, `main % 16 == 0`.
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn tile4x4_avx512(xp: *const f32, wp: *const f32, k: usize, main: usize) -> [[f32; LANES]; 16] {
+        let (x0, x1, x2, x3) = (xp, xp.add(k), xp.add(2 * k), xp.add(3 * k));
+        let (w0, w1, w2, w3) = (wp, wp.add(k), wp.add(2 * k), wp.add(3 * k));
+        let z = _mm512_setzero_ps();
+        let (mut c00, mut c01, mut c02, mut c03) = (z, z, z, z);
+        let (mut c10, mut c11, mut c12, mut c13) = (z, z, z, z);
+        let (mut c20, mut c21, mut c22, mut c23) = (z, z, z, z);
+        let (mut c30, mut c31, mut c32, mut c33) = (z, z, z, z);
+        let mut i = 0;
+        while i < main {
+            let b0 = _mm512_loadu_ps(w0.add(i));
+            let b1 = _mm512_loadu_ps(w1.add(i));
+            let b2 = _mm512_loadu_ps(w2.add(i));
+            let b3 = _mm512_loadu_ps(w3.add(i));
+            let a = _mm512_loadu_ps(x0.add(i));
+            c00 = _mm512_fmadd_ps(a, b0, c00);
+            c01 = _mm512_fmadd_ps(a, b1, c01);
+            c02 = _mm512_fmadd_ps(a, b2, c02);
+            c03 = _mm512_fmadd_ps(a, b3, c03);
+            let a = _mm512_loadu_ps(x1.add(i));
+            c10 = _mm512_fmadd_ps(a, b0, c10);
+            c11 = _mm512_fmadd_ps(a, b1, c11);
+            c12 = _mm512_fmadd_ps(a, b2, c12);
+            c13 = _mm512_fmadd_ps(a, b3, c13);
+            let a = _mm512_loadu_ps(x2.add(i));
+            c20 = _mm512_fmadd_ps(a, b0, c20);
+            c21 = _mm512_fmadd_ps(a, b1, c21);
+            c22 = _mm512_fmadd_ps(a, b2, c22);
+            c23 = _mm512_fmadd_ps(a, b3, c23);
+            let a = _mm512_loadu_ps(x3.add(i));
+            c30 = _mm512_fmadd_ps(a, b0, c30);
+            c31 = _mm512_fmadd_ps(a, b1, c31);
+            c32 = _mm512_fmadd_ps(a, b2, c32);
+            c33 = _mm512_fmadd_ps(a, b3, c33);
+            i += LANES;
+        }
+        let mut out = [[0f32; LANES]; 16];
+        for (o, c) in out.iter_mut().zip([c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33]) {
+            _mm512_storeu_ps(o.as_mut_ptr(), c);
+        }
+        out
     }
 
     #[target_feature(enable = "avx512f,fma")]

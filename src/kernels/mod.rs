@@ -6,6 +6,7 @@
 //!
 //! Kernels do no I/O and allocate nothing.
 
+pub mod attention;
 pub mod isa;
 pub mod matmul_f32;
 

@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use crate::kernels::attention::{attend_row, AttnShape};
 use crate::model::config::{LlamaConfig, RopeMode};
 use crate::model::weights::{LayerWeights, LlamaWeights};
 
@@ -114,40 +115,21 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
     }
 
     let (q, k, v) = (&s.q, &s.k, &s.v);
-    let group = c.n_head / c.n_kv_head;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let shape = AttnShape {
+        n_head: c.n_head,
+        group: c.n_head / c.n_kv_head,
+        head_dim: hd,
+        kv_stride: kvd,
+        scale: 1.0 / (hd as f32).sqrt(),
+    };
     // Rows are independent; small chunks balance the causal triangle's uneven rows.
-    s.att[..n * qd].par_chunks_mut(8 * qd).enumerate().for_each_init(
+    const ROWS: usize = 8;
+    s.att[..n * qd].par_chunks_mut(ROWS * qd).enumerate().for_each_init(
         || vec![0f32; n],
         |scores, (chunk, out)| {
             for (r, out_row) in out.chunks_exact_mut(qd).enumerate() {
-                let t = chunk * 8 + r;
-                for h in 0..c.n_head {
-                    let kvh = h / group;
-                    let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-                    let sc = &mut scores[..=t];
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, sj) in sc.iter_mut().enumerate() {
-                        let kj = &k[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                        *sj = dot(qh, kj) * scale;
-                        max = max.max(*sj);
-                    }
-                    let mut sum = 0f64;
-                    for sj in sc.iter_mut() {
-                        *sj = (*sj - max).exp();
-                        sum += *sj as f64;
-                    }
-                    let inv = (1.0 / sum) as f32;
-                    let o = &mut out_row[h * hd..(h + 1) * hd];
-                    o.fill(0.0);
-                    for (j, &p) in sc.iter().enumerate() {
-                        let vj = &v[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                        let p = p * inv;
-                        for (oi, &vi) in o.iter_mut().zip(vj) {
-                            *oi += p * vi;
-                        }
-                    }
-                }
+                let t = chunk * ROWS + r;
+                attend_row(&shape, &q[t * qd..(t + 1) * qd], k, v, t, scores, out_row);
             }
         },
     );
@@ -213,21 +195,4 @@ fn rope(head: &mut [f32], pos: usize, theta_scale: f32, n_rot: usize, mode: Rope
         head[a] = x0 * cos - x1 * sin;
         head[b] = x0 * sin + x1 * cos;
     }
-}
-
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent partial sums let the compiler vectorize without reassociating.
-    let mut acc = [0f32; 8];
-    let main = a.len() / 8 * 8;
-    for (ca, cb) in a[..main].chunks_exact(8).zip(b[..main].chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += ca[l] * cb[l];
-        }
-    }
-    let mut s = acc.iter().sum::<f32>();
-    for i in main..a.len() {
-        s += a[i] * b[i];
-    }
-    s
 }
