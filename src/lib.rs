@@ -12,6 +12,7 @@ pub mod formats;
 pub mod gguf;
 pub mod kernels;
 pub mod model;
+pub mod quant;
 pub mod util;
 
 pub use error::{Error, Result};
