@@ -5,6 +5,12 @@
 //! their payload kept. BF16 is the upper half of an f32, so it is a plain 16-bit shift as in
 //! `ggml_compute_bf16_to_fp32`; NaN payloads pass through untouched (unlike `half::bf16::to_f32`,
 //! which sets the quiet bit, so it is deliberately not used here).
+//!
+//! The other direction is what `ggml_quantize_chunk` does for these types: F32 is a copy, F16 is
+//! `ggml_fp32_to_fp16_row` and BF16 `ggml_fp32_to_bf16_row_ref`, both round to nearest even (see
+//! [`fp32_to_fp16`] and [`fp32_to_bf16`] for their NaN rules). The dot products follow ggml-cpu's
+//! scalar path for F16·F16 and BF16·BF16 (`ggml_vec_dot_f16` / `ggml_vec_dot_bf16` without SIMD):
+//! each product in f32, summed in f64 (`ggml_float`).
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -14,11 +20,7 @@ const F16_BATCH: usize = 256;
 
 /// Copies little-endian f32 values. `data.len()` must be `4 * out.len()`.
 pub fn dequantize_row_f32(data: &[u8], out: &mut [f32]) {
-    assert_eq!(
-        data.len(),
-        out.len() * 4,
-        "F32: byte count does not match element count"
-    );
+    assert_eq!(data.len(), out.len() * 4, "F32: byte count does not match element count");
     for (b, y) in data.chunks_exact(4).zip(out.iter_mut()) {
         *y = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
@@ -26,11 +28,7 @@ pub fn dequantize_row_f32(data: &[u8], out: &mut [f32]) {
 
 /// Converts little-endian IEEE half floats. `data.len()` must be `2 * out.len()`.
 pub fn dequantize_row_f16(data: &[u8], out: &mut [f32]) {
-    assert_eq!(
-        data.len(),
-        out.len() * 2,
-        "F16: byte count does not match element count"
-    );
+    assert_eq!(data.len(), out.len() * 2, "F16: byte count does not match element count");
     let mut buf = [f16::ZERO; F16_BATCH];
     for (bytes, y) in data.chunks(2 * F16_BATCH).zip(out.chunks_mut(F16_BATCH)) {
         let buf = &mut buf[..y.len()];
@@ -44,11 +42,7 @@ pub fn dequantize_row_f16(data: &[u8], out: &mut [f32]) {
 
 /// Converts little-endian bfloat16 values. `data.len()` must be `2 * out.len()`.
 pub fn dequantize_row_bf16(data: &[u8], out: &mut [f32]) {
-    assert_eq!(
-        data.len(),
-        out.len() * 2,
-        "BF16: byte count does not match element count"
-    );
+    assert_eq!(data.len(), out.len() * 2, "BF16: byte count does not match element count");
     for (b, y) in data.chunks_exact(2).zip(out.iter_mut()) {
         *y = bf16_to_f32(u16::from_le_bytes([b[0], b[1]]));
     }
@@ -58,6 +52,95 @@ pub fn dequantize_row_bf16(data: &[u8], out: &mut [f32]) {
 #[inline(always)]
 pub fn bf16_to_f32(bits: u16) -> f32 {
     f32::from_bits((bits as u32) << 16)
+}
+
+/// ggml's `GGML_FP32_TO_FP16` (`ggml_compute_fp32_to_fp16` in ggml-impl.h), which llama-quantize
+/// uses for every f16 it writes (F16 tensors and the scales of quantized blocks): round to
+/// nearest even, overflow to ±inf, subnormals kept. For non-NaN input that is exactly IEEE
+/// conversion, done here by the `half` crate; a NaN becomes the canonical quiet NaN `0x7e00`
+/// with its sign kept and its payload dropped (where `half` would keep payload bits).
+#[inline(always)]
+pub fn fp32_to_fp16(x: f32) -> f16 {
+    if x.is_nan() {
+        f16::from_bits(((x.to_bits() >> 16) as u16 & 0x8000) | 0x7e00)
+    } else {
+        f16::from_f32(x)
+    }
+}
+
+/// ggml's `ggml_compute_fp32_to_bf16` (ggml-impl.h), returning the bf16 bits: round to nearest
+/// even (finite values may round up to ±inf), and a NaN keeps its top 16 bits with the quiet bit
+/// forced on. Subnormals are kept, as in the reference row conversion llama-quantize uses.
+#[inline(always)]
+pub fn fp32_to_bf16(x: f32) -> u16 {
+    let u = x.to_bits();
+    if u & 0x7fff_ffff > 0x7f80_0000 {
+        ((u >> 16) | 0x40) as u16
+    } else {
+        // Adding 0x7fff plus the lowest kept bit rounds to nearest, ties to even. No overflow:
+        // the largest non-NaN pattern is 0xff80_0000 (-inf).
+        ((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16
+    }
+}
+
+/// `ggml_quantize_chunk` for F32: writes `src` as little-endian f32. `dst.len()` must be
+/// `4 * src.len()`.
+pub fn quantize_row_f32(src: &[f32], dst: &mut [u8]) {
+    assert_eq!(dst.len(), src.len() * 4, "F32: byte count does not match element count");
+    for (x, out) in src.iter().zip(dst.chunks_exact_mut(4)) {
+        out.copy_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// `ggml_fp32_to_fp16_row`: writes `src` as little-endian f16 ([`fp32_to_fp16`]). `dst.len()`
+/// must be `2 * src.len()`.
+pub fn quantize_row_f16(src: &[f32], dst: &mut [u8]) {
+    assert_eq!(dst.len(), src.len() * 2, "F16: byte count does not match element count");
+    for (x, out) in src.iter().zip(dst.chunks_exact_mut(2)) {
+        out.copy_from_slice(&fp32_to_fp16(*x).to_le_bytes());
+    }
+}
+
+/// `ggml_fp32_to_bf16_row_ref`: writes `src` as little-endian bf16 ([`fp32_to_bf16`]).
+/// `dst.len()` must be `2 * src.len()`.
+pub fn quantize_row_bf16(src: &[f32], dst: &mut [u8]) {
+    assert_eq!(dst.len(), src.len() * 2, "BF16: byte count does not match element count");
+    for (x, out) in src.iter().zip(dst.chunks_exact_mut(2)) {
+        out.copy_from_slice(&fp32_to_bf16(*x).to_le_bytes());
+    }
+}
+
+/// Checks that `x` and `y` each hold exactly `n` 2-byte elements.
+#[inline(always)]
+fn check_dot_lengths(ty: &str, n: usize, x: &[u8], y: &[u8]) {
+    assert!(x.len() == 2 * n && y.len() == 2 * n, "vec_dot {ty}: n = {n} with {} and {} bytes", x.len(), y.len());
+}
+
+/// `ggml_vec_dot_f16`'s scalar path: `n` little-endian f16 weights (`x`) with `n` f16
+/// activations (`y`). Each product is rounded to f32, then summed in f64; the result is rounded
+/// to f32 once at the end.
+pub fn vec_dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    check_dot_lengths("F16", n, x, y);
+    let mut sumf = 0f64;
+    for (a, b) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
+        let a = f16::from_le_bytes([a[0], a[1]]).to_f32();
+        let b = f16::from_le_bytes([b[0], b[1]]).to_f32();
+        sumf += (a * b) as f64;
+    }
+    sumf as f32
+}
+
+/// `ggml_vec_dot_bf16`'s scalar path: `n` little-endian bf16 weights (`x`) with `n` bf16
+/// activations (`y`), products in f32 summed in f64 as in [`vec_dot_f16`].
+pub fn vec_dot_bf16(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    check_dot_lengths("BF16", n, x, y);
+    let mut sumf = 0f64;
+    for (a, b) in x.chunks_exact(2).zip(y.chunks_exact(2)) {
+        let a = bf16_to_f32(u16::from_le_bytes([a[0], a[1]]));
+        let b = bf16_to_f32(u16::from_le_bytes([b[0], b[1]]));
+        sumf += (a * b) as f64;
+    }
+    sumf as f32
 }
 
 #[cfg(test)]
@@ -72,14 +155,7 @@ mod tests {
 
     #[test]
     fn formats_f32_roundtrip_bits() {
-        let vals = [
-            0.0f32,
-            -0.0,
-            1.5,
-            -3.25e-40,
-            f32::INFINITY,
-            f32::from_bits(0x7f80_0001),
-        ];
+        let vals = [0.0f32, -0.0, 1.5, -3.25e-40, f32::INFINITY, f32::from_bits(0x7f80_0001)];
         let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         let out = dequantize_to_vec(GgmlType::F32, &data, vals.len()).unwrap();
         assert_eq!(bits(&out), bits(&vals));
@@ -138,5 +214,99 @@ mod tests {
         assert!(dequantize(GgmlType::F16, &[0u8; 7], &mut out).is_err());
         assert!(dequantize(GgmlType::BF16, &[0u8; 4], &mut out).is_err());
         assert!(dequantize(GgmlType::BF16, &[0u8; 6], &mut out).is_ok());
+    }
+
+    /// ggml's `ggml_compute_fp32_to_fp16` (ggml-impl.h) bit trick, as an independent oracle.
+    fn ggml_fp32_to_fp16_oracle(f: f32) -> u16 {
+        let scale_to_inf = f32::from_bits(0x7780_0000); // 2^112
+        let scale_to_zero = f32::from_bits(0x0880_0000); // 2^-110
+        let mut base = (f.abs() * scale_to_inf) * scale_to_zero;
+        let w = f.to_bits();
+        let shl1_w = w.wrapping_add(w);
+        let sign = w & 0x8000_0000;
+        let bias = (shl1_w & 0xff00_0000).max(0x7100_0000);
+        base += f32::from_bits((bias >> 1) + 0x0780_0000);
+        let bits = base.to_bits();
+        let nonsign = ((bits >> 13) & 0x7c00) + (bits & 0x0fff);
+        ((sign >> 16) | if shl1_w > 0xff00_0000 { 0x7e00 } else { nonsign }) as u16
+    }
+
+    #[test]
+    fn quantize_fp16_matches_ggml_bit_trick() {
+        let edges = [0u32, 0x8000_0000, 0x3380_0000, 0x3300_0000, 0x3300_0001, 0x477f_efff, 0x477f_f000];
+        let stride = (0..=u32::MAX).step_by(251).chain(edges).chain([0x7f80_0000, 0xff80_0000, 0x7fc0_0000]);
+        for bits in stride.chain((0x7f80_0001..0x7f80_0100).chain(0xffbf_ff00..0xffc0_0100)) {
+            let x = f32::from_bits(bits);
+            assert_eq!(fp32_to_fp16(x).to_bits(), ggml_fp32_to_fp16_oracle(x), "{bits:#010x}");
+        }
+        // Every f16 survives the round trip, and a tie rounds to even.
+        for h in 0..=u16::MAX {
+            let v = f16::from_bits(h);
+            if !v.is_nan() {
+                assert_eq!(fp32_to_fp16(v.to_f32()).to_bits(), h);
+            }
+        }
+        assert_eq!(fp32_to_fp16(1.0 + 2f32.powi(-11)).to_bits(), 0x3c00);
+        assert_eq!(fp32_to_fp16(1.0 + 3.0 * 2f32.powi(-11)).to_bits(), 0x3c02);
+    }
+
+    #[test]
+    fn quantize_bf16_rounding_and_nan() {
+        let cases: [(u32, u16); 11] = [
+            (0x3f80_0000, 0x3f80), // 1.0
+            (0x3f80_8000, 0x3f80), // tie, even stays
+            (0x3f81_8000, 0x3f82), // tie, odd rounds up
+            (0x3f80_8001, 0x3f81), // above the tie
+            (0x8000_0000, 0x8000), // -0
+            (0x0001_8000, 0x0002), // subnormal, kept (tie to even)
+            (0x7f7f_ffff, 0x7f80), // f32::MAX rounds up to inf
+            (0xff80_0000, 0xff80), // -inf
+            (0x7f80_0001, 0x7fc0), // signaling NaN: quieted, top bits kept
+            (0xffc1_2345, 0xffc1), // quiet NaN keeps its payload's top bits
+            (0x7fff_ffff, 0x7fff), // NaN with every bit set
+        ];
+        for (f, b) in cases {
+            assert_eq!(fp32_to_bf16(f32::from_bits(f)), b, "{f:#010x}");
+        }
+    }
+
+    #[test]
+    fn quantize_float_rows_round_trip() {
+        let x: Vec<f32> = (0..300).map(|i| ((i as f32) * 0.731).sin() * 10f32.powi(i % 7 - 3)).collect();
+        let mut b32 = vec![0u8; 1200];
+        quantize_row_f32(&x, &mut b32);
+        assert_eq!(bits(&dequantize_to_vec(GgmlType::F32, &b32, 300).unwrap()), bits(&x));
+        let mut b16 = vec![0u8; 600];
+        quantize_row_f16(&x, &mut b16);
+        let y = dequantize_to_vec(GgmlType::F16, &b16, 300).unwrap();
+        for (a, b) in x.iter().zip(&y) {
+            assert_eq!(*b, f16::from_f32(*a).to_f32());
+        }
+        quantize_row_bf16(&x, &mut b16);
+        let y = dequantize_to_vec(GgmlType::BF16, &b16, 300).unwrap();
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() <= a.abs() * 2f32.powi(-8), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn vec_dot_float_accumulates_in_f64() {
+        // 4096 * 4096 = 2^24, plus four products of 0.5: an f32 accumulator would stay at 2^24,
+        // f64 reaches 2^24 + 2 (representable in f32).
+        let x = [4096.0f32, 1.0, 1.0, 1.0, 1.0];
+        let y = [4096.0f32, 0.5, 0.5, 0.5, 0.5];
+        let (mut bx, mut by) = (vec![0u8; 10], vec![0u8; 10]);
+        quantize_row_f16(&x, &mut bx);
+        quantize_row_f16(&y, &mut by);
+        assert_eq!(vec_dot_f16(5, &bx, &by), 16_777_218.0);
+        quantize_row_bf16(&x, &mut bx);
+        quantize_row_bf16(&y, &mut by);
+        assert_eq!(vec_dot_bf16(5, &bx, &by), 16_777_218.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "vec_dot F16")]
+    fn vec_dot_float_rejects_mismatched_lengths() {
+        vec_dot_f16(3, &[0u8; 6], &[0u8; 4]);
     }
 }

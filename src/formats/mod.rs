@@ -79,29 +79,109 @@ pub(crate) fn write_i8_array<const N: usize>(out: &mut [u8], off: usize, v: &[i8
 /// A row dequantizer: whole blocks of bytes in, one f32 per weight out.
 pub type DequantizeRowFn = fn(&[u8], &mut [f32]);
 
-/// The `dequantize_row_*` function for `ty`, or `None` when ggml has none (Q8_1 has no
-/// `to_float` in ggml's type traits).
-pub fn dequantize_fn(ty: GgmlType) -> Option<DequantizeRowFn> {
-    let f: DequantizeRowFn = match ty {
-        GgmlType::F32 => float::dequantize_row_f32,
-        GgmlType::F16 => float::dequantize_row_f16,
-        GgmlType::BF16 => float::dequantize_row_bf16,
-        GgmlType::Q4_0 => legacy::dequantize_row_q4_0,
-        GgmlType::Q4_1 => legacy::dequantize_row_q4_1,
-        GgmlType::Q5_0 => legacy::dequantize_row_q5_0,
-        GgmlType::Q5_1 => legacy::dequantize_row_q5_1,
-        GgmlType::Q8_0 => legacy::dequantize_row_q8_0,
-        GgmlType::Q8_1 => return None,
-        GgmlType::Q2_K => k_quants::dequantize_row_q2_k,
-        GgmlType::Q3_K => k_quants::dequantize_row_q3_k,
-        GgmlType::Q4_K => k_quants::dequantize_row_q4_k,
-        GgmlType::Q5_K => k_quants::dequantize_row_q5_k,
-        GgmlType::Q6_K => k_quants::dequantize_row_q6_k,
-        GgmlType::Q8_K => k_quants::dequantize_row_q8_k,
-        GgmlType::IQ4_NL => iq4::dequantize_row_iq4_nl,
-        GgmlType::IQ4_XS => iq4::dequantize_row_iq4_xs,
+/// A row quantizer: f32 weights in (a whole number of blocks), block bytes out.
+pub type QuantizeRowFn = fn(&[f32], &mut [u8]);
+/// A dot product of `n` weights: one row of blocks of the format against one row of blocks of
+/// its activation type ([`FormatTraits::vec_dot_type`]).
+pub type VecDotFn = fn(usize, &[u8], &[u8]) -> f32;
+
+/// Everything evalq knows how to do with one ggml type: the single table where adding a format is
+/// adding a row (ggml's `type_traits` and `type_traits_cpu` in one).
+#[derive(Clone, Copy)]
+pub struct FormatTraits {
+    pub ty: GgmlType,
+    pub quantize: Option<QuantizeRowFn>,
+    pub dequantize: Option<DequantizeRowFn>,
+    /// The scalar reference dot product; SIMD kernels in `kernels` are tested against it.
+    pub vec_dot: Option<VecDotFn>,
+    /// The type activations are quantized to for `vec_dot` (ggml's `vec_dot_type`).
+    pub vec_dot_type: GgmlType,
+}
+
+/// The traits of `ty`.
+pub fn traits(ty: GgmlType) -> FormatTraits {
+    use GgmlType as T;
+    let row = |quantize: QuantizeRowFn, dequantize: Option<DequantizeRowFn>, vec_dot: VecDotFn, vdt: GgmlType| FormatTraits {
+        ty,
+        quantize: Some(quantize),
+        dequantize,
+        vec_dot: Some(vec_dot),
+        vec_dot_type: vdt,
     };
-    Some(f)
+    match ty {
+        T::F32 => row(float::quantize_row_f32, Some(float::dequantize_row_f32), vec_dot_f32_bytes, T::F32),
+        T::F16 => row(float::quantize_row_f16, Some(float::dequantize_row_f16), float::vec_dot_f16, T::F16),
+        T::BF16 => row(float::quantize_row_bf16, Some(float::dequantize_row_bf16), float::vec_dot_bf16, T::BF16),
+        T::Q4_0 => row(legacy::quantize_row_q4_0, Some(legacy::dequantize_row_q4_0), legacy::vec_dot_q4_0_q8_0, T::Q8_0),
+        T::Q4_1 => row(legacy::quantize_row_q4_1, Some(legacy::dequantize_row_q4_1), legacy::vec_dot_q4_1_q8_1, T::Q8_1),
+        T::Q5_0 => row(legacy::quantize_row_q5_0, Some(legacy::dequantize_row_q5_0), legacy::vec_dot_q5_0_q8_0, T::Q8_0),
+        T::Q5_1 => row(legacy::quantize_row_q5_1, Some(legacy::dequantize_row_q5_1), legacy::vec_dot_q5_1_q8_1, T::Q8_1),
+        T::Q8_0 => row(legacy::quantize_row_q8_0, Some(legacy::dequantize_row_q8_0), legacy::vec_dot_q8_0_q8_0, T::Q8_0),
+        // Q8_1 exists only as an activation type: ggml gives it no to_float and no vec_dot.
+        T::Q8_1 => FormatTraits { ty, quantize: Some(legacy::quantize_row_q8_1), dequantize: None, vec_dot: None, vec_dot_type: T::Q8_1 },
+        T::Q2_K => row(k_quants::quantize_row_q2_k, Some(k_quants::dequantize_row_q2_k), k_quants::vec_dot_q2_k_q8_k, T::Q8_K),
+        T::Q3_K => row(k_quants::quantize_row_q3_k, Some(k_quants::dequantize_row_q3_k), k_quants::vec_dot_q3_k_q8_k, T::Q8_K),
+        T::Q4_K => row(k_quants::quantize_row_q4_k, Some(k_quants::dequantize_row_q4_k), k_quants::vec_dot_q4_k_q8_k, T::Q8_K),
+        T::Q5_K => row(k_quants::quantize_row_q5_k, Some(k_quants::dequantize_row_q5_k), k_quants::vec_dot_q5_k_q8_k, T::Q8_K),
+        T::Q6_K => row(k_quants::quantize_row_q6_k, Some(k_quants::dequantize_row_q6_k), k_quants::vec_dot_q6_k_q8_k, T::Q8_K),
+        T::Q8_K => FormatTraits {
+            ty,
+            quantize: Some(k_quants::quantize_row_q8_k),
+            dequantize: Some(k_quants::dequantize_row_q8_k),
+            vec_dot: None,
+            vec_dot_type: T::Q8_K,
+        },
+        T::IQ4_NL => row(iq4::quantize_row_iq4_nl, Some(iq4::dequantize_row_iq4_nl), iq4::vec_dot_iq4_nl_q8_0, T::Q8_0),
+        T::IQ4_XS => row(iq4::quantize_row_iq4_xs, Some(iq4::dequantize_row_iq4_xs), iq4::vec_dot_iq4_xs_q8_k, T::Q8_K),
+    }
+}
+
+/// ggml's generic f32 dot product over little-endian bytes, accumulated in f64 (`ggml_float`).
+fn vec_dot_f32_bytes(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    let f = |b: &[u8], i: usize| f32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap());
+    (0..n).map(|i| f64::from(f(x, i) * f(y, i))).sum::<f64>() as f32
+}
+
+/// The `dequantize_row_*` function for `ty`, or `None` when ggml has none (Q8_1).
+pub fn dequantize_fn(ty: GgmlType) -> Option<DequantizeRowFn> {
+    traits(ty).dequantize
+}
+
+/// Quantizes `src` (a whole number of `ty` blocks) into `dst`, rows in parallel. The bytes equal
+/// llama-quantize's for the same f32 input (no importance matrix). Non-finite input is rejected,
+/// with the index of the first bad value, before anything is written.
+pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8], row_len: usize) -> Result<(), String> {
+    let f = traits(ty).quantize.ok_or_else(|| format!("{ty}: quantization is not supported"))?;
+    let qk = ty.block_size();
+    if row_len == 0 || !row_len.is_multiple_of(qk) || !src.len().is_multiple_of(row_len) {
+        return Err(format!("{ty}: rows of {row_len} weights are not whole blocks of {qk}"));
+    }
+    let row_bytes = row_len / qk * ty.block_bytes();
+    if dst.len() != src.len() / row_len * row_bytes {
+        return Err(format!("{ty}: {} output bytes for {} weights; expected {}", dst.len(), src.len(), src.len() / row_len * row_bytes));
+    }
+    if let Some(i) = src.iter().position(|v| !v.is_finite()) {
+        return Err(format!("weight {i} (row {}, column {}) is {}; quantization needs finite values", i / row_len, i % row_len, src[i]));
+    }
+    // Whole rows per task: llama.cpp quantizes row by row, so the split cannot change the bytes.
+    let rows_per_task = (PARALLEL_CHUNK_WEIGHTS / row_len).max(1);
+    src.par_chunks(rows_per_task * row_len)
+        .zip(dst.par_chunks_mut(rows_per_task * row_bytes))
+        .for_each(|(s, d)| {
+            for (sr, dr) in s.chunks_exact(row_len).zip(d.chunks_exact_mut(row_bytes)) {
+                f(sr, dr);
+            }
+        });
+    Ok(())
+}
+
+/// Quantizes a tensor of rows of `row_len` weights into a new vector.
+pub fn quantize_to_vec(ty: GgmlType, src: &[f32], row_len: usize) -> Result<Vec<u8>, String> {
+    let n_rows = if row_len == 0 { 0 } else { src.len() / row_len };
+    let row_bytes = ty.row_bytes(row_len as u64).ok_or_else(|| format!("{ty}: rows of {row_len} weights are not whole blocks of {}", ty.block_size()))?;
+    let mut out = vec![0u8; n_rows * row_bytes as usize];
+    quantize(ty, src, &mut out, row_len)?;
+    Ok(out)
 }
 
 /// Tensors with at least this many weights are dequantized on several threads. Each thread
