@@ -12,7 +12,10 @@ use evalq::kernels::isa;
 use evalq::model::hf::{export_safetensors, ExportDtype};
 use evalq::model::{Checkpoint, LlamaWeights};
 
-use super::{progress, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, TokenizeArgs};
+use evalq::quant::mix;
+use evalq::quant::quantize::{quantize_checkpoint, write_gguf};
+
+use super::{progress, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, TokenizeArgs};
 
 fn open_model(arg: Option<&str>) -> anyhow::Result<Checkpoint> {
     let path = fetch::resolve_model(arg)?;
@@ -108,7 +111,19 @@ pub fn ppl(a: PplArgs, quiet: bool) -> anyhow::Result<()> {
     let tokenize_s = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
-    let weights = LlamaWeights::load_f32(&ckpt, &config)?;
+    let (weights, evaluated) = match a.format.as_deref() {
+        None => (LlamaWeights::load_f32(&ckpt, &config)?, "F32 source".to_string()),
+        Some(f) if f.eq_ignore_ascii_case("native") => match &ckpt {
+            Checkpoint::Gguf(file) => (LlamaWeights::load_native(file, &config)?, "native tensor types".to_string()),
+            Checkpoint::Hf(_) => anyhow::bail!("--format native needs a GGUF model"),
+        },
+        Some(f) => {
+            let (ftype, opts) = mix::parse_file_type(f)?;
+            let q = quantize_checkpoint(&ckpt, ftype, &opts, |_, _, _| {})?;
+            let name = q.mix_name();
+            (LlamaWeights::from_quantized(&q, &config, ckpt.path())?, format!("{name} (quantized in memory, {:.3} bpw)", q.bits_per_weight()))
+        }
+    };
     let load_s = t1.elapsed().as_secs_f64();
     let source = ckpt.describe_source()?;
 
@@ -116,6 +131,7 @@ pub fn ppl(a: PplArgs, quiet: bool) -> anyhow::Result<()> {
     let n_chunks = evalq::eval::perplexity::plan(tokens.len(), &params)?;
     if !a.json && !quiet {
         eprintln!("model:   {source}");
+        eprintln!("weights: {evaluated}");
         eprintln!("dataset: {} ({}, sha256 {}{})", dataset.name, dataset.path.display(), &dataset.sha256[..12],
             if dataset.verified { ", verified" } else { "" });
         eprintln!("tokens:  {} (tokenized in {tokenize_s:.2} s); {n_chunks} chunks of {}; isa {}, {} threads",
@@ -148,6 +164,7 @@ pub fn ppl(a: PplArgs, quiet: bool) -> anyhow::Result<()> {
             "chunks": r.chunks.iter().map(|c| c.ppl).collect::<Vec<_>>(),
             "model": ckpt.path().display().to_string(),
             "source": source,
+            "format": evaluated,
             "dataset": dataset.name,
             "dataset_path": dataset.path.display().to_string(),
             "dataset_sha256": dataset.sha256,
@@ -177,5 +194,37 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
     };
     export_safetensors(&ckpt, &a.dir, dtype)?;
     println!("wrote {}", a.dir.display());
+    Ok(())
+}
+
+pub fn quantize(a: QuantizeArgs, quiet: bool) -> anyhow::Result<()> {
+    let ckpt = open_model(Some(&a.input))?;
+    let (ftype, mut opts) = mix::parse_file_type(&a.format)?;
+    opts.pure |= a.pure;
+    let t0 = Instant::now();
+    let mut out = std::io::stdout().lock();
+    let pb = progress::bar(ckpt.tensor_names().len() as u64, "quantize", quiet);
+    let mut lines = Vec::new();
+    let q = quantize_checkpoint(&ckpt, ftype, &opts, |t, i, n| {
+        let shape = t.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let why = t.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default();
+        lines.push(format!("[{:>3}/{n}] {:<28} {:>12} {:>7}{why}", i + 1, t.name, shape, t.ty.name()));
+        pb.inc(1);
+    })?;
+    pb.finish_and_clear();
+    for l in &lines {
+        writeln!(out, "{l}")?;
+    }
+    let Checkpoint::Gguf(src) = &ckpt else {
+        anyhow::bail!("quantize writes GGUF metadata copied from a GGUF source; convert the Hugging Face model to GGUF first");
+    };
+    let size = write_gguf(src, &q, &a.output)?;
+    let hist: Vec<String> = q.histogram().iter().map(|(t, n)| format!("{t}: {n}")).collect();
+    writeln!(out, "\nwrote {} ({})", a.output.display(), q.mix_name())?;
+    writeln!(out, "file size:   {size} bytes ({:.2} MiB)", size as f64 / (1 << 20) as f64)?;
+    writeln!(out, "tensor data: {} bytes, {:.4} bits per weight over {} weights", q.tensor_bytes(), q.bits_per_weight(), q.n_weights())?;
+    writeln!(out, "types:       {}", hist.join(", "))?;
+    writeln!(out, "fallbacks:   {}", q.tensors.iter().filter(|t| t.fallback_from.is_some()).count())?;
+    writeln!(out, "wall time:   {:.2} s (quantization {:.2} s)", t0.elapsed().as_secs_f64(), q.seconds)?;
     Ok(())
 }

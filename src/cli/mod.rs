@@ -37,6 +37,8 @@ pub enum Command {
     Ppl(PplArgs),
     /// Write a model in another container format.
     Export(ExportArgs),
+    /// Quantize a model into a llama.cpp file type, byte for byte as llama-quantize does.
+    Quantize(QuantizeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -85,9 +87,28 @@ pub struct PplArgs {
     /// Evaluate at most this many chunks (default: all).
     #[arg(long)]
     pub chunks: Option<usize>,
+    /// Evaluate in this file type, quantized in memory from the F32 source (e.g. Q4_K_M,
+    /// Q4_K_L, Q6_K_pure); `native` runs the file's own tensor types; default: the F32 source.
+    #[arg(long)]
+    pub format: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// The source model (a GGUF file, a Hugging Face directory, or `smollm2-135m`).
+    pub input: String,
+    /// The GGUF file to write.
+    pub output: PathBuf,
+    /// The file type: F32, F16, BF16, Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q5_0, Q5_1, Q4_K_M, Q4_K_S,
+    /// Q4_0, Q4_1, Q3_K_L, Q3_K_M, Q3_K_S, Q2_K, IQ4_NL, IQ4_XS, or Q4_K_L.
+    #[arg(long)]
+    pub format: String,
+    /// One type for every quantizable tensor (llama-quantize --pure).
+    #[arg(long)]
+    pub pure: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -137,6 +158,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokenize(a) => commands::tokenize(a),
         Command::Ppl(a) => commands::ppl(a, quiet),
         Command::Export(a) => commands::export(a),
+        Command::Quantize(a) => commands::quantize(a, quiet),
     }?;
     Ok(ExitCode::SUCCESS)
 }

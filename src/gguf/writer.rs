@@ -34,6 +34,13 @@ impl<'a> GgufWriter<'a> {
         }
     }
 
+    /// Sets `key` the way gguf's `gguf_set_val_*` does: any existing entry is removed and the
+    /// key goes to the end. llama-quantize relies on this order.
+    pub fn set_last(&mut self, key: &str, value: Value) {
+        self.metadata.retain(|(k, _)| k != key);
+        self.metadata.push((key.to_string(), value));
+    }
+
     fn alignment(&self) -> u64 {
         self.metadata
             .iter()

@@ -34,6 +34,8 @@ pub struct State {
     up: Vec<f32>,
     /// base^(-2/n_rot): the ratio between successive pairs' angles.
     theta_scale: f32,
+    /// Quantized activations for the block kernels, grown on first use.
+    qbuf: Vec<u8>,
     /// (n_ctx, vocab): logits of the rows asked for, first row first.
     pub logits: Vec<f32>,
 }
@@ -52,6 +54,7 @@ impl State {
             gate: vec![0.0; n_ctx * c.ffn_dim],
             up: vec![0.0; n_ctx * c.ffn_dim],
             theta_scale: c.rope_base.powf(-2.0 / c.rope_dim as f32),
+            qbuf: Vec::new(),
             logits: vec![0.0; n_ctx * c.vocab_size],
         }
     }
@@ -81,7 +84,7 @@ pub fn forward(w: &LlamaWeights, state: &mut State, tokens: &[u32], logits_from:
     let xs = &state.x[logits_from * d..n * d];
     let xn = &mut state.xn[..n_out * d];
     rms_norm(xs, &w.output_norm, xn, d, c.rms_eps);
-    w.output().matmul(xn, &mut state.logits[..n_out * c.vocab_size], n_out);
+    w.output().matmul(xn, &mut state.logits[..n_out * c.vocab_size], n_out, &mut state.qbuf);
 }
 
 fn attention_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
@@ -89,9 +92,9 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
     let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
     rms_norm(&s.x[..n * d], &l.attn_norm, &mut s.xn[..n * d], d, c.rms_eps);
     let xn = &s.xn[..n * d];
-    l.wq.matmul(xn, &mut s.q[..n * qd], n);
-    l.wk.matmul(xn, &mut s.k[..n * kvd], n);
-    l.wv.matmul(xn, &mut s.v[..n * kvd], n);
+    l.wq.matmul(xn, &mut s.q[..n * qd], n, &mut s.qbuf);
+    l.wk.matmul(xn, &mut s.k[..n * kvd], n, &mut s.qbuf);
+    l.wv.matmul(xn, &mut s.v[..n * kvd], n, &mut s.qbuf);
     add_bias(&mut s.q[..n * qd], l.bq.as_deref());
     add_bias(&mut s.k[..n * kvd], l.bk.as_deref());
     add_bias(&mut s.v[..n * kvd], l.bv.as_deref());
@@ -134,7 +137,7 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
         },
     );
 
-    l.wo.matmul(&s.att[..n * qd], &mut s.proj[..n * d], n);
+    l.wo.matmul(&s.att[..n * qd], &mut s.proj[..n * d], n, &mut s.qbuf);
     for (x, p) in s.x[..n * d].iter_mut().zip(&s.proj[..n * d]) {
         *x += p;
     }
@@ -143,14 +146,14 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
 fn ffn_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
     let (d, f) = (c.d_model, c.ffn_dim);
     rms_norm(&s.x[..n * d], &l.ffn_norm, &mut s.xn[..n * d], d, c.rms_eps);
-    l.w_gate.matmul(&s.xn[..n * d], &mut s.gate[..n * f], n);
-    l.w_up.matmul(&s.xn[..n * d], &mut s.up[..n * f], n);
+    l.w_gate.matmul(&s.xn[..n * d], &mut s.gate[..n * f], n, &mut s.qbuf);
+    l.w_up.matmul(&s.xn[..n * d], &mut s.up[..n * f], n, &mut s.qbuf);
     s.gate[..n * f].par_chunks_mut(f).zip(s.up[..n * f].par_chunks(f)).for_each(|(g, u)| {
         for (gi, &ui) in g.iter_mut().zip(u) {
             *gi = *gi / (1.0 + (-*gi).exp()) * ui;
         }
     });
-    l.w_down.matmul(&s.gate[..n * f], &mut s.proj[..n * d], n);
+    l.w_down.matmul(&s.gate[..n * f], &mut s.proj[..n * d], n, &mut s.qbuf);
     for (x, p) in s.x[..n * d].iter_mut().zip(&s.proj[..n * d]) {
         *x += p;
     }

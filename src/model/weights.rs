@@ -2,7 +2,12 @@
 //! cols = inputs)`, row-major, so `y = x · Wᵀ` reads each weight row contiguously.
 
 use crate::error::{Error, Result};
-use crate::kernels::matmul_f32;
+use std::path::Path;
+
+use crate::formats;
+use crate::gguf::GgmlType;
+use crate::kernels::{matmul_f32, matmul_q};
+use crate::quant::quantize::QuantizedModel;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::LlamaConfig;
 
@@ -17,20 +22,29 @@ pub struct Matrix {
 pub enum MatrixData {
     /// `rows * cols` f32 values.
     F32(Vec<f32>),
+    /// ggml blocks of `ty`, `rows` rows of `cols / block_size` blocks. Any type with a dot
+    /// product (F16 and BF16 included) is held this way and computed on directly.
+    Blocks { ty: GgmlType, data: Vec<u8> },
 }
 
 impl Matrix {
-    /// `y (n_tokens, rows) = x (n_tokens, cols) · selfᵀ`.
-    pub fn matmul(&self, x: &[f32], y: &mut [f32], n_tokens: usize) {
+    /// `y (n_tokens, rows) = x (n_tokens, cols) · selfᵀ`. `scratch` holds quantized activations.
+    pub fn matmul(&self, x: &[f32], y: &mut [f32], n_tokens: usize, scratch: &mut Vec<u8>) {
         match &self.data {
             MatrixData::F32(w) => matmul_f32::matmul(x, w, y, n_tokens, self.cols, self.rows),
+            MatrixData::Blocks { ty, data } => matmul_q::matmul(*ty, data, self.rows, self.cols, x, y, n_tokens, scratch),
         }
     }
 
-    /// Copies row `r` into `out` as f32 (used for embedding look-ups).
+    /// Copies row `r` into `out` as f32 (embedding look-ups: ggml's `get_rows` dequantizes the
+    /// row, so the values are exact).
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
         match &self.data {
             MatrixData::F32(w) => out.copy_from_slice(&w[r * self.cols..(r + 1) * self.cols]),
+            MatrixData::Blocks { ty, data } => {
+                let rb = ty.row_bytes(self.cols as u64).expect("whole blocks") as usize;
+                formats::dequantize(*ty, &data[r * rb..(r + 1) * rb], out).expect("row lengths were checked at load");
+            }
         }
     }
 
@@ -38,6 +52,29 @@ impl Matrix {
     pub fn n_bytes(&self) -> usize {
         match &self.data {
             MatrixData::F32(w) => w.len() * 4,
+            MatrixData::Blocks { data, .. } => data.len(),
+        }
+    }
+
+    /// The storage type.
+    pub fn ty(&self) -> GgmlType {
+        match &self.data {
+            MatrixData::F32(_) => GgmlType::F32,
+            MatrixData::Blocks { ty, .. } => *ty,
+        }
+    }
+}
+
+/// A tensor as the loader receives it: f32 values, or raw blocks of a ggml type.
+pub enum RawTensor {
+    F32 { dims: Vec<u64>, data: Vec<f32> },
+    Blocks { dims: Vec<u64>, ty: GgmlType, data: Vec<u8> },
+}
+
+impl RawTensor {
+    fn dims(&self) -> &[u64] {
+        match self {
+            RawTensor::F32 { dims, .. } | RawTensor::Blocks { dims, .. } => dims,
         }
     }
 }
@@ -69,21 +106,81 @@ pub struct LlamaWeights {
 }
 
 impl LlamaWeights {
-    /// Loads every tensor from `ckpt` as f32, checking each shape against the config.
+    /// Loads every tensor from `ckpt` expanded to f32 (the F32 source).
     pub fn load_f32(ckpt: &Checkpoint, config: &LlamaConfig) -> Result<LlamaWeights> {
+        Self::build(config, ckpt.path(), |n| ckpt.has_tensor(n), |n| {
+            let t = ckpt.tensor_f32(n)?;
+            Ok(RawTensor::F32 { dims: t.dims, data: t.data })
+        })
+    }
+
+    /// Loads a GGUF file's tensors as stored: quantized matrices stay in their blocks and run on
+    /// the block kernels.
+    pub fn load_native(file: &crate::gguf::GgufFile, config: &LlamaConfig) -> Result<LlamaWeights> {
+        Self::build(config, &file.path, |n| file.tensor(n).is_some(), |n| {
+            let info = file.tensor(n).ok_or_else(|| Error::Tensor {
+                path: file.path.clone(),
+                tensor: n.to_string(),
+                msg: "missing from the model".into(),
+            })?;
+            let bytes = file.tensor_data(info);
+            Ok(match info.ty {
+                GgmlType::F32 => RawTensor::F32 {
+                    dims: info.dims.clone(),
+                    data: bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+                },
+                ty => RawTensor::Blocks { dims: info.dims.clone(), ty, data: bytes.to_vec() },
+            })
+        })
+    }
+
+    /// Takes the tensors of a model quantized in memory.
+    pub fn from_quantized(q: &QuantizedModel, config: &LlamaConfig, path: &Path) -> Result<LlamaWeights> {
+        Self::build(config, path, |n| q.tensor(n).is_some(), |n| {
+            let t = q.tensor(n).ok_or_else(|| Error::Tensor { path: path.to_path_buf(), tensor: n.into(), msg: "missing from the model".into() })?;
+            Ok(match t.ty {
+                GgmlType::F32 => RawTensor::F32 {
+                    dims: t.dims.clone(),
+                    data: t.data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+                },
+                ty => RawTensor::Blocks { dims: t.dims.clone(), ty, data: t.data.clone() },
+            })
+        })
+    }
+
+    /// Assembles the model from a tensor source, checking every shape against the config.
+    fn build(
+        config: &LlamaConfig,
+        path: &Path,
+        has: impl Fn(&str) -> bool,
+        get: impl Fn(&str) -> Result<RawTensor>,
+    ) -> Result<LlamaWeights> {
         let c = config;
+        let terr = |name: &str, msg: String| Error::Tensor { path: path.to_path_buf(), tensor: name.to_string(), msg };
         let matrix = |name: &str, rows: usize, cols: usize| -> Result<Matrix> {
-            let t = ckpt.tensor_f32(name)?;
-            check_shape(ckpt, name, &t.dims, &[cols as u64, rows as u64])?;
-            Ok(Matrix { rows, cols, data: MatrixData::F32(t.data) })
+            let t = get(name)?;
+            check_shape(path, name, t.dims(), &[cols as u64, rows as u64])?;
+            let data = match t {
+                RawTensor::F32 { data, .. } => MatrixData::F32(data),
+                RawTensor::Blocks { ty, data, .. } => {
+                    if formats::traits(ty).vec_dot.is_none() {
+                        return Err(terr(name, format!("type {ty} cannot be used as a weight matrix")));
+                    }
+                    MatrixData::Blocks { ty, data }
+                }
+            };
+            Ok(Matrix { rows, cols, data })
         };
         let vector = |name: &str, n: usize| -> Result<Vec<f32>> {
-            let t = ckpt.tensor_f32(name)?;
-            check_shape(ckpt, name, &t.dims, &[n as u64])?;
-            Ok(t.data)
+            let t = get(name)?;
+            check_shape(path, name, t.dims(), &[n as u64])?;
+            match t {
+                RawTensor::F32 { data, .. } => Ok(data),
+                RawTensor::Blocks { ty, data, .. } => formats::dequantize_to_vec(ty, &data, n).map_err(|m| terr(name, m)),
+            }
         };
         let optional = |name: &str, n: usize| -> Result<Option<Vec<f32>>> {
-            if ckpt.has_tensor(name) { vector(name, n).map(Some) } else { Ok(None) }
+            if has(name) { vector(name, n).map(Some) } else { Ok(None) }
         };
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
@@ -103,7 +200,7 @@ impl LlamaWeights {
                 w_down: matrix(&p("ffn_down.weight"), c.d_model, c.ffn_dim)?,
             });
         }
-        let output = if ckpt.has_tensor("output.weight") {
+        let output = if has("output.weight") {
             Some(matrix("output.weight", c.vocab_size, c.d_model)?)
         } else {
             None
@@ -136,12 +233,12 @@ impl LlamaWeights {
     }
 }
 
-fn check_shape(ckpt: &Checkpoint, name: &str, got: &[u64], want: &[u64]) -> Result<()> {
+fn check_shape(path: &Path, name: &str, got: &[u64], want: &[u64]) -> Result<()> {
     if got == want {
         Ok(())
     } else {
         Err(Error::Tensor {
-            path: ckpt.path().to_path_buf(),
+            path: path.to_path_buf(),
             tensor: name.to_string(),
             msg: format!("shape {got:?} does not match the config, which implies {want:?}"),
         })

@@ -2,3 +2,4 @@
 //! file types and its per-tensor type rules from `src/llama-quant.cpp`).
 
 pub mod mix;
+pub mod quantize;
