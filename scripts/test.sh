@@ -23,4 +23,4 @@ fi
 
 cargo build --release --bins
 ./target/release/evalq fetch >/dev/null
-cargo test --release "$@"
+cargo test --release "$@" -- --include-ignored
