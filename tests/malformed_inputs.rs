@@ -230,3 +230,32 @@ fn model_that_does_not_exist_and_bad_flags() {
     let out = evalq(&["ppl", "--model", p.to_str().unwrap(), "--dataset", text.to_str().unwrap()]);
     assert_clean_failure(&out, &["tokens", "at least"]);
 }
+
+#[test]
+fn non_finite_weights_are_a_clear_quantization_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_tiny(dir.path(), |w| {
+        let t = w.tensors.iter_mut().find(|t| t.name == "blk.1.ffn_up.weight").unwrap();
+        let mut bytes = t.data.to_vec();
+        bytes[40..44].copy_from_slice(&f32::NAN.to_le_bytes());
+        t.data = std::borrow::Cow::Owned(bytes);
+    });
+    let out_path = dir.path().join("q.gguf");
+    for format in ["Q4_0", "Q4_K_M", "IQ4_XS"] {
+        let out = evalq(&["quantize", p.to_str().unwrap(), out_path.to_str().unwrap(), "--format", format]);
+        assert_clean_failure(&out, &["blk.1.ffn_up.weight", "NaN", "finite"]);
+        assert!(!out_path.exists(), "a failed quantization left {}", out_path.display());
+    }
+}
+
+#[test]
+fn unknown_file_type_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_tiny(dir.path(), |_| {});
+    let out = evalq(&["quantize", p.to_str().unwrap(), dir.path().join("q.gguf").to_str().unwrap(), "--format", "Q7_K"]);
+    assert_clean_failure(&out, &["unknown file type 'Q7_K'", "Q4_K_M"]);
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, common::sample_text()).unwrap();
+    let out = evalq(&["ppl", "--model", p.to_str().unwrap(), "--dataset", text.to_str().unwrap(), "--format", "q9"]);
+    assert_clean_failure(&out, &["unknown file type 'q9'"]);
+}
