@@ -378,7 +378,7 @@ fn min_value_bytes(ty: u32) -> Option<usize> {
     Some(match ty {
         0 | 1 | 7 => 1,
         2 | 3 => 2,
-        4 | 5 | 6 => 4,
+        4..=6 => 4,
         10 | 11 | 12 | 8 => 8,
         9 => 12,
         _ => return None,

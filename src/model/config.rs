@@ -170,13 +170,13 @@ impl LlamaConfig {
         if !sane(self.d_model) {
             return bad("embedding_length", format!("{} is out of range", self.d_model));
         }
-        if !sane(self.n_head) || self.d_model % self.n_head != 0 {
+        if !sane(self.n_head) || !self.d_model.is_multiple_of(self.n_head) {
             return bad("attention.head_count", format!("{} does not divide embedding_length {}", self.n_head, self.d_model));
         }
-        if !sane(self.n_kv_head) || self.n_head % self.n_kv_head != 0 {
+        if !sane(self.n_kv_head) || !self.n_head.is_multiple_of(self.n_kv_head) {
             return bad("attention.head_count_kv", format!("{} does not divide head_count {}", self.n_kv_head, self.n_head));
         }
-        if self.rope_dim == 0 || self.rope_dim > self.head_dim || self.rope_dim % 2 != 0 {
+        if self.rope_dim == 0 || self.rope_dim > self.head_dim || !self.rope_dim.is_multiple_of(2) {
             return bad("rope.dimension_count", format!("{} must be even and at most head_dim {}", self.rope_dim, self.head_dim));
         }
         if !sane(self.ffn_dim) {

@@ -155,7 +155,7 @@ fn rope_permute_heads(c: &LlamaConfig, gguf_name: &str) -> Option<usize> {
 /// interleaved order. Within each head, GGUF row `2i + h` is HF row `h * head_dim/2 + i`.
 /// `to_hf` selects the direction.
 fn permute_rows(data: &[f32], rows: usize, cols: usize, n_head: usize, to_hf: bool) -> std::result::Result<Vec<f32>, String> {
-    if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 {
+    if n_head == 0 || !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) {
         return Err(format!("{rows} rows cannot be split into {n_head} heads of even size"));
     }
     let hd = rows / n_head;
