@@ -37,7 +37,7 @@ pub fn matmul_with(
 ) {
     let traits = formats::traits(ty);
     let vdt = traits.vec_dot_type;
-    let quantize_act = formats::traits(vdt).quantize.expect("every vec_dot_type quantizes");
+    let quantize_act = activation_quantizer(vdt);
     let dot = vec_dot::select(ty, isa).expect("matrices are only built from types with a vec_dot");
     let w_row = ty.row_bytes(cols as u64).expect("matrix rows are whole blocks") as usize;
     let x_row = vdt.row_bytes(cols as u64).expect("activation rows are whole blocks") as usize;
@@ -89,6 +89,57 @@ pub fn matmul_with(
             for t in 0..n_tokens {
                 y[t * rows + r0..t * rows + r0 + width].copy_from_slice(&part[t * width..(t + 1) * width]);
             }
+        }
+    }
+}
+
+/// The activation quantizer for `vdt`, as llama.cpp's CPU backend runs it. For Q8_0 and Q8_1
+/// that is not the reference `quantize_row_*_ref` (which weights use) but ggml-cpu's runtime
+/// version: the inverse scale is `127/amax` rather than `1/(amax/127)`, and values round half
+/// to even rather than away from zero. The rare values where the two disagree change the
+/// perplexity in the fourth digit, so evalq follows the runtime version.
+pub fn activation_quantizer(vdt: GgmlType) -> formats::QuantizeRowFn {
+    match vdt {
+        GgmlType::Q8_0 => quantize_row_q8_0_runtime,
+        GgmlType::Q8_1 => quantize_row_q8_1_runtime,
+        other => formats::traits(other).quantize.expect("every vec_dot_type quantizes"),
+    }
+}
+
+/// One 32-block of activations: the f16 scale, the quants and their sum.
+fn q8_runtime_block(x: &[f32], q: &mut [i8; 32]) -> (f32, i32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for (qi, &v) in q.iter_mut().zip(x) {
+        // round_ties_even is `_mm256_round_ps(_MM_ROUND_NEAREST)`; results lie in [-127, 127].
+        let r = (v * id).round_ties_even() as i32;
+        *qi = r as i8;
+        sum += r;
+    }
+    (d, sum)
+}
+
+fn quantize_row_q8_0_runtime(src: &[f32], dst: &mut [u8]) {
+    let mut q = [0i8; 32];
+    for (x, out) in src.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
+        let (d, _) = q8_runtime_block(x, &mut q);
+        out[..2].copy_from_slice(&formats::float::fp32_to_fp16(d).to_le_bytes());
+        for (o, &v) in out[2..].iter_mut().zip(&q) {
+            *o = v as u8;
+        }
+    }
+}
+
+fn quantize_row_q8_1_runtime(src: &[f32], dst: &mut [u8]) {
+    let mut q = [0i8; 32];
+    for (x, out) in src.chunks_exact(32).zip(dst.chunks_exact_mut(36)) {
+        let (d, sum) = q8_runtime_block(x, &mut q);
+        out[..2].copy_from_slice(&formats::float::fp32_to_fp16(d).to_le_bytes());
+        out[2..4].copy_from_slice(&formats::float::fp32_to_fp16(d * sum as f32).to_le_bytes());
+        for (o, &v) in out[4..].iter_mut().zip(&q) {
+            *o = v as u8;
         }
     }
 }
