@@ -50,9 +50,12 @@ def main():
              "--chunks", str(args.chunks), "-t", str(args.threads)],
             text=True, capture_output=True, check=True)
         log = out.stdout + out.stderr
-        stamp = lambda pat: next(
-            float(m.group(1)) * 60 + float(m.group(2))
-            for m in [re.search(r"(\d+)\.(\d+\.\d+) I .*" + pat, log)] if m)
+        # llama.cpp's log stamps read minutes.seconds.milliseconds.microseconds.
+        def stamp(pat):
+            # The stamp directly before the message: llama.cpp interleaves stdout and stderr on
+            # one line ("... ETA 0.21.881.979 I Final estimate"), so no wildcard in between.
+            m = re.search(r"(\d+)\.(\d+)\.(\d+)\.(\d+) I (?:perplexity: )?" + pat, log)
+            return int(m.group(1)) * 60 + int(m.group(2)) + int(m.group(3)) / 1e3 + int(m.group(4)) / 1e6
         secs = stamp("Final estimate") - stamp("calculating perplexity")
         ppl = float(re.search(r"Final estimate: PPL = ([0-9.]+)", log).group(1))
         return secs, ppl
