@@ -26,6 +26,13 @@ pub struct State {
     v: Vec<f32>,
     /// (n_ctx, n_head * head_dim): attention output before `wo`.
     att: Vec<f32>,
+    /// Per layer, (n_ctx, n_kv_head * head_dim): the KV cache, keys after RoPE, both rounded
+    /// to f16 values as llama.cpp's default f16 cache stores them (held as f32 so attention
+    /// reads them without conversion).
+    k_cache: Vec<f32>,
+    v_cache: Vec<f32>,
+    /// Tokens already in the cache: the position of the next token.
+    pos: usize,
     /// (n_ctx, d_model): output of `wo` or `w_down`.
     proj: Vec<f32>,
     /// (n_ctx, ffn_dim)
@@ -50,6 +57,9 @@ impl State {
             k: vec![0.0; n_ctx * c.kv_dim()],
             v: vec![0.0; n_ctx * c.kv_dim()],
             att: vec![0.0; n_ctx * c.q_dim()],
+            k_cache: vec![0.0; c.n_layer * n_ctx * c.kv_dim()],
+            v_cache: vec![0.0; c.n_layer * n_ctx * c.kv_dim()],
+            pos: 0,
             proj: vec![0.0; n_ctx * c.d_model],
             gate: vec![0.0; n_ctx * c.ffn_dim],
             up: vec![0.0; n_ctx * c.ffn_dim],
@@ -60,25 +70,57 @@ impl State {
     }
 }
 
-/// Runs `tokens` (positions 0..n) through the model and leaves the logits of positions
-/// `logits_from..n` in `state.logits`, row `i` holding position `logits_from + i`.
+impl State {
+    /// Empties the KV cache: the next batch starts at position 0.
+    pub fn clear(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Tokens in the KV cache.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Bytes of KV cache that attention reads for one new token at the current position, over
+    /// all layers (keys and values of every cached position plus the new one).
+    pub fn kv_bytes_read_per_token(&self, c: &LlamaConfig) -> usize {
+        2 * c.n_layer * (self.pos + 1) * c.kv_dim() * std::mem::size_of::<f32>()
+    }
+}
+
+/// Runs `tokens` (positions 0..n) through the model from an empty cache and leaves the logits
+/// of positions `logits_from..n` in `state.logits`, row `i` holding position `logits_from + i`.
 ///
 /// Token ids must be below the vocabulary size (the tokenizer guarantees it; callers that take
 /// ids from elsewhere check first).
 pub fn forward(w: &LlamaWeights, state: &mut State, tokens: &[u32], logits_from: usize) {
+    state.clear();
+    forward_next(w, state, tokens, logits_from);
+}
+
+/// Appends `tokens` after the ones already in the KV cache (a prompt batch, or one token when
+/// generating) and leaves the logits of batch rows `logits_from..` in `state.logits`.
+/// Processing a text in several batches gives the same values as in one.
+pub fn forward_next(w: &LlamaWeights, state: &mut State, tokens: &[u32], logits_from: usize) {
     let c = &w.config;
     let n = tokens.len();
-    assert!(n <= state.n_ctx && logits_from <= n, "batch of {n} tokens exceeds the state's {}", state.n_ctx);
+    assert!(
+        state.pos + n <= state.n_ctx && logits_from <= n,
+        "batch of {n} tokens after {} cached exceeds the state's {}",
+        state.pos,
+        state.n_ctx
+    );
     let d = c.d_model;
 
     for (t, &tok) in tokens.iter().enumerate() {
         w.tok_embd.row_into(tok as usize, &mut state.x[t * d..(t + 1) * d]);
     }
 
-    for layer in &w.layers {
-        attention_block(c, layer, state, n);
+    for (il, layer) in w.layers.iter().enumerate() {
+        attention_block(c, layer, il, state, n);
         ffn_block(c, layer, state, n);
     }
+    state.pos += n;
 
     let n_out = n - logits_from;
     let xs = &state.x[logits_from * d..n * d];
@@ -87,7 +129,7 @@ pub fn forward(w: &LlamaWeights, state: &mut State, tokens: &[u32], logits_from:
     w.output().matmul(xn, &mut state.logits[..n_out * c.vocab_size], n_out, &mut state.qbuf);
 }
 
-fn attention_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
+fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, n: usize) {
     let d = c.d_model;
     let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
     rms_norm(&s.x[..n * d], &l.attn_norm, &mut s.xn[..n * d], d, c.rms_eps);
@@ -102,22 +144,31 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
     let theta_scale = s.theta_scale;
     let mode = c.rope_mode;
     let rope_dim = c.rope_dim;
-    s.q[..n * qd].par_chunks_mut(qd).enumerate().for_each(|(pos, row)| {
+    let p0 = s.pos;
+    s.q[..n * qd].par_chunks_mut(qd).enumerate().for_each(|(t, row)| {
         for head in row.chunks_exact_mut(hd) {
-            rope(head, pos, theta_scale, rope_dim, mode);
+            rope(head, p0 + t, theta_scale, rope_dim, mode);
         }
     });
-    s.k[..n * kvd].par_chunks_mut(kvd).enumerate().for_each(|(pos, row)| {
+    s.k[..n * kvd].par_chunks_mut(kvd).enumerate().for_each(|(t, row)| {
         for head in row.chunks_exact_mut(hd) {
-            rope(head, pos, theta_scale, rope_dim, mode);
+            rope(head, p0 + t, theta_scale, rope_dim, mode);
         }
     });
     // The KV cache holds f16 in llama.cpp by default; round as it does.
-    for v in s.k[..n * kvd].iter_mut().chain(s.v[..n * kvd].iter_mut()) {
-        *v = half::f16::from_f32(*v).to_f32();
+    let layer_cache = il * s.n_ctx * kvd;
+    let kc = &mut s.k_cache[layer_cache + p0 * kvd..layer_cache + (p0 + n) * kvd];
+    for (dst, &src) in kc.iter_mut().zip(&s.k[..n * kvd]) {
+        *dst = half::f16::from_f32(src).to_f32();
+    }
+    let vc = &mut s.v_cache[layer_cache + p0 * kvd..layer_cache + (p0 + n) * kvd];
+    for (dst, &src) in vc.iter_mut().zip(&s.v[..n * kvd]) {
+        *dst = half::f16::from_f32(src).to_f32();
     }
 
-    let (q, k, v) = (&s.q, &s.k, &s.v);
+    let q = &s.q;
+    let k = &s.k_cache[layer_cache..layer_cache + (p0 + n) * kvd];
+    let v = &s.v_cache[layer_cache..layer_cache + (p0 + n) * kvd];
     let shape = AttnShape {
         n_head: c.n_head,
         group: c.n_head / c.n_kv_head,
@@ -128,11 +179,11 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
     // Rows are independent; small chunks balance the causal triangle's uneven rows.
     const ROWS: usize = 8;
     s.att[..n * qd].par_chunks_mut(ROWS * qd).enumerate().for_each_init(
-        || vec![0f32; n],
+        || vec![0f32; p0 + n],
         |scores, (chunk, out)| {
             for (r, out_row) in out.chunks_exact_mut(qd).enumerate() {
                 let t = chunk * ROWS + r;
-                attend_row(&shape, &q[t * qd..(t + 1) * qd], k, v, t, scores, out_row);
+                attend_row(&shape, &q[t * qd..(t + 1) * qd], k, v, p0 + t, scores, out_row);
             }
         },
     );

@@ -95,6 +95,13 @@ pub struct LayerWeights {
     pub w_down: Matrix,
 }
 
+impl LayerWeights {
+    /// Bytes of the layer's seven matrices: what one generated token reads from this layer.
+    pub fn n_matrix_bytes(&self) -> usize {
+        [&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down].iter().map(|m| m.n_bytes()).sum()
+    }
+}
+
 /// A whole llama-family model.
 pub struct LlamaWeights {
     pub config: LlamaConfig,
@@ -224,10 +231,7 @@ impl LlamaWeights {
         let l: usize = self
             .layers
             .iter()
-            .map(|l| {
-                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].iter().map(|m| m.n_bytes()).sum::<usize>()
-                    + (l.attn_norm.len() + l.ffn_norm.len()) * 4
-            })
+            .map(|l| l.n_matrix_bytes() + (l.attn_norm.len() + l.ffn_norm.len()) * 4)
             .sum();
         l + self.tok_embd.n_bytes() + self.output.as_ref().map_or(0, |m| m.n_bytes()) + self.output_norm.len() * 4
     }
