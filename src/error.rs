@@ -45,6 +45,10 @@ pub enum Error {
     #[error("fetch: {0}")]
     Fetch(String),
 
+    /// The user asked the run to stop (Ctrl-C); what finished has been saved.
+    #[error("interrupted: finished work is saved; run the same command again to resume")]
+    Interrupted,
+
     /// A value passed by the user that evalq does not accept.
     #[error("{0}")]
     Invalid(String),

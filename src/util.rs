@@ -71,3 +71,54 @@ pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
         Err(Error::Sha256Mismatch { path: path.to_path_buf(), expected: expected.to_string(), actual })
     }
 }
+
+/// Parses a byte size as people write it: `8GiB`, `8G`, `8GB`, `8000MB`, `512MiB`, `8e9`,
+/// `1024`. Decimal units (kB, MB, GB, TB) are powers of 1000; binary ones (KiB, MiB, GiB, TiB)
+/// and the bare letters (K, M, G, T) are powers of 1024, as `ls -h` and RAM sizes use them.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.trim().parse().map_err(|_| Error::Invalid(format!("size '{s}': '{}' is not a number", num.trim())))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024f64.powi(2),
+        "g" | "gib" => 1024f64.powi(3),
+        "t" | "tib" => 1024f64.powi(4),
+        other => {
+            return Err(Error::Invalid(format!("size '{s}': unknown unit '{other}' (use B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)")))
+        }
+    };
+    let bytes = value * mult;
+    if !bytes.is_finite() || bytes <= 0.0 {
+        return Err(Error::Invalid(format!("size '{s}' must be positive")));
+    }
+    if bytes > 1e18 {
+        return Err(Error::Invalid(format!("size '{s}' is too large")));
+    }
+    Ok(bytes.round() as u64)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_in_every_documented_spelling() {
+        assert_eq!(parse_size("8GiB").unwrap(), 8 << 30);
+        assert_eq!(parse_size("8G").unwrap(), 8 << 30);
+        assert_eq!(parse_size("8000MB").unwrap(), 8_000_000_000);
+        assert_eq!(parse_size("8e9").unwrap(), 8_000_000_000);
+        assert_eq!(parse_size("150MB").unwrap(), 150_000_000);
+        assert_eq!(parse_size(" 1.5 GB ").unwrap(), 1_500_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        for bad in ["-8GiB", "0", "8XB", "GiB", "", "nan", "1e30"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -15,7 +15,7 @@ use evalq::model::{Checkpoint, LlamaWeights};
 use evalq::quant::mix;
 use evalq::quant::quantize::{quantize_checkpoint, write_gguf};
 
-use super::{progress, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, TokenizeArgs};
+use super::{progress, BandwidthArgs, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, RunArgs, TokenizeArgs};
 
 fn open_model(arg: Option<&str>) -> anyhow::Result<Checkpoint> {
     let path = fetch::resolve_model(arg)?;
@@ -226,5 +226,130 @@ pub fn quantize(a: QuantizeArgs, quiet: bool) -> anyhow::Result<()> {
     writeln!(out, "types:       {}", hist.join(", "))?;
     writeln!(out, "fallbacks:   {}", q.tensors.iter().filter(|t| t.fallback_from.is_some()).count())?;
     writeln!(out, "wall time:   {:.2} s (quantization {:.2} s)", t0.elapsed().as_secs_f64(), q.seconds)?;
+    Ok(())
+}
+
+/// Progress for `evalq run`: a bar per stage on a terminal, plain lines otherwise, nothing with
+/// `--quiet`.
+struct RunProgress {
+    quiet: bool,
+    tty: bool,
+    bar: Option<indicatif::ProgressBar>,
+    stage: String,
+    t0: Instant,
+}
+
+impl evalq::run::runner::Progress for RunProgress {
+    fn stage(&mut self, name: &str, len: u64) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        self.stage = name.to_string();
+        if !self.quiet && self.tty && len > 0 {
+            self.bar = Some(progress::bar(len, name, false));
+        }
+    }
+
+    fn step(&mut self, msg: &str) {
+        if let Some(b) = &self.bar {
+            b.println(format!("{:>8}: {msg}", self.stage));
+            b.inc(1);
+        } else if !self.quiet {
+            eprintln!("[{:>6.1}s] {:>8}: {msg}", self.t0.elapsed().as_secs_f64(), self.stage);
+        }
+    }
+
+    fn note(&mut self, msg: &str) {
+        if let Some(b) = &self.bar {
+            b.println(msg);
+        } else if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+pub fn run(a: RunArgs, quiet: bool) -> anyhow::Result<()> {
+    use evalq::run::runner::{self, RunInputs, RunOptions};
+    use std::io::IsTerminal;
+
+    let ckpt = open_model(a.model.model.as_deref())?;
+    let tok = ckpt.tokenizer()?;
+    let dataset = datasets::resolve_dataset(&a.dataset, a.data_dir.as_deref())?;
+    let text = datasets::read_text(&dataset)?;
+    let mut tokens = Vec::new();
+    if tok.add_bos() {
+        tokens.extend(tok.bos_id());
+    }
+    tokens.extend(tok.encode(&text)?);
+    let opts = RunOptions {
+        formats: runner::parse_format_list(&a.formats)?,
+        baseline: a.baseline.clone(),
+        n_ctx: a.ctx,
+        max_chunks: a.chunks,
+        out_root: a.out.clone(),
+        force: a.force,
+        speed: evalq::run::speed::SpeedParams { pp_tokens: a.pp, tg_tokens: a.tg, reps: a.reps.max(1) },
+        no_speed: a.no_speed,
+        remeasure_bandwidth: a.remeasure_bandwidth,
+        cache_dir: fetch::cache_dir(),
+    };
+    if a.pp == 0 || a.tg == 0 || a.pp > 8192 || a.tg > 8192 {
+        anyhow::bail!("--pp and --tg must be between 1 and 8192");
+    }
+    // Ctrl-C: stop at the next chunk or format boundary, after saving what finished. A second
+    // Ctrl-C exits at once (every file on disk is complete, as each is written atomically).
+    let _ = ctrlc::set_handler(|| {
+        if runner::STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nevalq: stopping after the current step (Ctrl-C again to quit now)");
+    });
+    if !quiet {
+        eprintln!("model:   {}", ckpt.describe_source()?);
+        eprintln!("dataset: {} ({}, sha256 {})", dataset.name, dataset.path.display(), &dataset.sha256[..12]);
+        eprintln!("formats: {} against {}", opts.formats.join(" "), opts.baseline);
+        eprintln!("threads: {}, isa {}", rayon::current_num_threads(), isa::active().name());
+    }
+    let t0 = Instant::now();
+    let mut prog = RunProgress { quiet, tty: std::io::stderr().is_terminal(), bar: None, stage: String::new(), t0 };
+    let inputs = RunInputs { ckpt: &ckpt, tokens: &tokens, add_bos: tok.add_bos(), bos_id: tok.bos_id(), dataset: &dataset };
+    let (dir, results) = runner::run(&inputs, &opts, &mut prog)?;
+    let files = evalq::report::write_all(&dir, &results)?;
+    runner::update_latest(&opts.out_root, &dir)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<10} {:>6} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8}", "format", "bpw", "PPL", "ΔPPL", "KLD", "pp t/s", "tg t/s", "tg GB/s")?;
+    for f in &results.formats {
+        writeln!(
+            out,
+            "{:<10} {:>6.3} {:>10.4} {:>+9.4} {:>9.5} {:>8.1} {:>8.1} {:>8.2}",
+            f.format, f.bpw, f.quality.ppl, f.quality.dppl, f.quality.kld_mean, f.speed.pp_tps, f.speed.tg_tps, f.speed.tg_gbps
+        )?;
+    }
+    writeln!(out, "baseline {} PPL {:.4} ± {:.4}; wrote {} files to {} in {:.1} s", results.baseline.format,
+        results.baseline.ppl, results.baseline.ppl_err, files.len(), dir.display(), t0.elapsed().as_secs_f64())?;
+    Ok(())
+}
+
+pub fn bench_bandwidth(a: BandwidthArgs) -> anyhow::Result<()> {
+    let threads = rayon::current_num_threads();
+    let bytes = match &a.bytes {
+        Some(s) => evalq::util::parse_size(s)? as usize,
+        None => evalq::bench::bandwidth::default_bytes(),
+    };
+    let r = evalq::bench::bandwidth::measure_read_bandwidth(threads, bytes, a.runs.max(1))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("cpu:            {}", evalq::bench::machine::cpu_model());
+        println!("array:          {:.0} MiB, {} threads, {} runs", bytes as f64 / (1 << 20) as f64, r.threads, r.runs_gbps.len());
+        println!("read bandwidth: best {:.2} GB/s, median {:.2} GB/s", r.best_gbps, r.median_gbps);
+        println!("single thread:  {:.2} GB/s", r.single_thread_gbps);
+    }
     Ok(())
 }

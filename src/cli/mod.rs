@@ -39,6 +39,77 @@ pub enum Command {
     Export(ExportArgs),
     /// Quantize a model into a llama.cpp file type, byte for byte as llama-quantize does.
     Quantize(QuantizeArgs),
+    /// Every format: quantize, quality against the baseline, speed and bandwidth; CSV, JSON,
+    /// charts and a report in reports/<date>-<model>-<hash>/.
+    Run(RunArgs),
+    /// Machine and kernel measurements.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Sustained read bandwidth of this machine (STREAM-like, multi-threaded, best of several runs).
+    Bandwidth(BandwidthArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BandwidthArgs {
+    /// Total bytes of the array read (default: 1 GiB, at least 8× the last-level cache).
+    #[arg(long)]
+    pub bytes: Option<String>,
+    /// Timed repetitions; the best is reported.
+    #[arg(long, default_value_t = 7)]
+    pub runs: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// `all` (the llama.cpp family: F16 Q8_0 Q6_K Q5_K_M Q5_0 Q4_K_M Q4_K_S Q4_0 Q4_1 Q3_K_M Q2_K
+    /// IQ4_NL IQ4_XS), `every` (every file type evalq knows), or a comma list (Q4_K_M,Q6_K_pure).
+    #[arg(long, default_value = "all")]
+    pub formats: String,
+    /// The reference the formats are compared with: F32 (the source), F16 or BF16.
+    #[arg(long, default_value = "F32")]
+    pub baseline: String,
+    /// A dataset name from datasets/manifest.json, or a path to any text file.
+    #[arg(long, default_value = "wikitext-2")]
+    pub dataset: String,
+    /// Where to look for datasets first.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Context length of each chunk.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Evaluate at most this many chunks (default: the whole test set).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Where run directories are written.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// Recompute the formats even if this run's directory already has them.
+    #[arg(long)]
+    pub force: bool,
+    /// Prompt tokens of the prompt-processing test (llama-bench's pp512).
+    #[arg(long, default_value_t = 512)]
+    pub pp: usize,
+    /// Generated tokens of the generation test (llama-bench's tg128).
+    #[arg(long, default_value_t = 128)]
+    pub tg: usize,
+    /// Timed repetitions of each speed test, after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Skip the speed and bandwidth measurements.
+    #[arg(long)]
+    pub no_speed: bool,
+    /// Measure the machine's peak bandwidth again instead of using the cached figure.
+    #[arg(long)]
+    pub remeasure_bandwidth: bool,
 }
 
 #[derive(Args, Debug)]
@@ -159,6 +230,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ppl(a) => commands::ppl(a, quiet),
         Command::Export(a) => commands::export(a),
         Command::Quantize(a) => commands::quantize(a, quiet),
+        Command::Run(a) => commands::run(a, quiet),
+        Command::Bench(BenchCommand::Bandwidth(a)) => commands::bench_bandwidth(a),
     }?;
     Ok(ExitCode::SUCCESS)
 }
