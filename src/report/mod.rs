@@ -500,8 +500,8 @@ mod tests {
         assert_eq!(fmt_sig(0.0012345, 3), "0.00123");
         assert_eq!(fmt_sig(123.456, 3), "123");
         assert_eq!(fmt_sig(f64::NAN, 3), "n/a");
-        assert_eq!(fmt_pm(12.3456, 0.1234), "12.35 ± 0.12");
-        assert_eq!(fmt_pm(12.3456, 0.0012), "12.3456 ± 0.0012");
+        assert_eq!(fmt_ppl(12.3456, 0.1234), "12.3456 ± 0.1234");
+        assert_eq!(fmt_ppl(28.625, f64::NAN), "28.6250");
         assert_eq!(fmt_delta_ci(0.0123, 0.004, 0.004, 0.0202), "+0.0123 [+0.0040, +0.0202]");
         assert_eq!(fmt_mb(270_000_000), "270");
         assert_eq!(fmt_mb(1_234_567), "1.23");

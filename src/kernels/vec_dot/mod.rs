@@ -11,14 +11,14 @@ use super::isa::Isa;
 use crate::formats::{self, VecDotFn};
 use crate::gguf::GgmlType;
 
-#[cfg(target_arch = "x86_64")]
-mod x86_legacy;
-#[cfg(target_arch = "x86_64")]
-mod x86_kquants;
-#[cfg(target_arch = "aarch64")]
-mod neon_legacy;
 #[cfg(target_arch = "aarch64")]
 mod neon_kquants;
+#[cfg(target_arch = "aarch64")]
+mod neon_legacy;
+#[cfg(target_arch = "x86_64")]
+mod x86_kquants;
+#[cfg(target_arch = "x86_64")]
+mod x86_legacy;
 
 /// The fastest kernel for weights of type `ty` on `isa`, falling back to slower instruction sets
 /// and finally to the scalar reference. `None` for types without a dot product (Q8_1, Q8_K).
@@ -27,6 +27,31 @@ mod neon_kquants;
 /// on it.
 pub fn select(ty: GgmlType, isa: Isa) -> Option<VecDotFn> {
     simd(ty, isa).or(formats::traits(ty).vec_dot)
+}
+
+/// One weight row against four activation rows: `out[k]` is the dot product of the `n`
+/// weights in `x` with the activations in `ys[k]`, exactly as the matching [`VecDotFn`] computes
+/// it. Panics unless every row holds `n / block_size` blocks.
+pub type VecDot4Fn = fn(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]);
+
+/// A kernel that dots one weight row of type `ty` with four activation rows at once, unpacking
+/// each weight block once for all four (the prompt path's main cost otherwise), or `None` where
+/// none exists for `isa` (then call [`select`]'s kernel per row).
+///
+/// Each of the four results is bit-identical to what `select(ty, isa)` returns for that row,
+/// so callers may mix the two freely and results never depend on how tokens are grouped.
+/// `isa` must be available on this CPU, as for [`select`].
+pub fn select4(ty: GgmlType, isa: Isa) -> Option<VecDot4Fn> {
+    match isa {
+        // Only where `select` returns the AVX-512 kernel of this very format: the x4 table
+        // mirrors that table's choices (and is `None` for F16 / BF16 and the K-quants).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => x86_legacy::avx512(ty).and(x86_legacy::avx512_x4(ty)),
+        _ => {
+            let _ = ty;
+            None
+        }
+    }
 }
 
 /// Which implementation [`select`] returns for reports: the instruction set, or "scalar".
@@ -71,6 +96,62 @@ fn simd_exact(ty: GgmlType, isa: Isa) -> Option<VecDotFn> {
         _ => {
             let _ = ty;
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn quantize(ty: GgmlType, v: &[f32]) -> Vec<u8> {
+        let mut out = vec![0u8; v.len() / ty.block_size() * ty.block_bytes()];
+        (formats::traits(ty).quantize.expect("quantizable"))(v, &mut out);
+        out
+    }
+
+    /// `select4` exists exactly for the 32-block legacy formats on AVX-512 and gives, for each
+    /// of its four rows, the bits of `select`'s kernel on the same instruction set.
+    #[test]
+    fn vec_dot_select4_matches_select_bits() {
+        use GgmlType as T;
+        let legacy = [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::IQ4_NL];
+        for isa in Isa::available() {
+            for ty in GgmlType::ALL {
+                let four = select4(ty, isa);
+                let want_some = cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && legacy.contains(&ty);
+                assert_eq!(four.is_some(), want_some, "{ty} on {}", isa.name());
+                let Some(four) = four else { continue };
+                let one = select(ty, isa).expect("a one-row kernel");
+                let vdt = formats::traits(ty).vec_dot_type;
+                for (seed, nb) in [(1u64, 1usize), (2, 2), (3, 3), (4, 5), (5, 18), (6, 48)] {
+                    let n = 32 * nb;
+                    let x = quantize(ty, &values(seed, n));
+                    let rows: Vec<Vec<u8>> = (0..4)
+                        .map(|k| quantize(vdt, &values(seed * 97 + k, n).iter().map(|v| v * 4.0).collect::<Vec<_>>()))
+                        .collect();
+                    let ys = [rows[0].as_slice(), rows[1].as_slice(), rows[2].as_slice(), rows[3].as_slice()];
+                    let mut got = [f32::NAN; 4];
+                    four(n, &x, ys, &mut got);
+                    for k in 0..4 {
+                        let want = one(n, &x, ys[k]);
+                        assert_eq!(got[k].to_bits(), want.to_bits(), "{ty} {} blocks={nb} row {k}", isa.name());
+                    }
+                }
+            }
         }
     }
 }

@@ -13,19 +13,29 @@
 //! (`|value| <= 127`), also exact for every byte. Q8_0·Q8_0 on AVX2 and plain AVX-512BW uses
 //! llama.cpp's sign trick `maddubs(|x|, sign(y, x))`, exact for every weight byte provided the
 //! activation quants lie in `[-127, 127]`, which is all `quantize_row_q8_0` produces; the VNNI
-//! variant (`dpbusd(x ^ 0x80, y) - dpbusd(0x80, y)`) is exact for every byte.
+//! variant (`dpbusd(x ^ 0x80, y) - dpbusd(0x80, y)`) is exact for every byte. The VNNI
+//! four-row kernels put the activations on the unsigned side instead, so that the weight-only
+//! part is computed once per four tokens: `sum(w * y) = dpbusd(-128 * sum(w), y ^ 0x80, w)`
+//! with the signed weights `w` (`q - 8`, `q - 16`, the quants, the table values), also exact
+//! for every byte and hence giving the same integers.
 //!
 //! AVX-512 kernels work on two blocks per 512-bit register (block A's 32 weights in the low
 //! half, block B's in the high half), with two accumulators over four blocks per iteration; an
 //! odd last block is paired with an all-zero block (scale 0, quants 0), which adds exactly 0.
 //! With AVX512-VNNI present (checked when the table is consulted) the products use
-//! `vpdpbusd`, else `vpmaddubsw` + `vpmaddwd`. BF16 uses `vdpbf16ps` when AVX512-BF16 is present:
+//! `vpdpbusd`, else `vpmaddubsw` + `vpmaddwd`. The `_x4` variants take one weight row
+//! against four activation rows: each pair of weight blocks is unpacked (nibbles, fifth bits,
+//! table lookups, scales) once and dotted with the four activation pairs, each token keeping
+//! its own accumulators. They are the same generic block loop as the one-row kernels with four
+//! tokens instead of one, so every token sees the same float operations in the same order and
+//! gets the one-row kernel's result bit for bit (the prompt path mixes the two). BF16 uses `vdpbf16ps` when AVX512-BF16 is present:
 //! bf16 products are exact in f32, so it differs from the plain path only in summation order
 //! and in flushing subnormal inputs/products (magnitudes below 2^-126) to zero. F16 on Zen 4
 //! uses the 256-bit conversion kernel even under AVX-512 (see [`avx512`]).
 
 use std::arch::x86_64::*;
 
+use super::VecDot4Fn;
 use crate::formats::iq4::KVALUES_IQ4NL;
 use crate::formats::VecDotFn;
 use crate::gguf::GgmlType;
@@ -99,6 +109,36 @@ fn avx512_pick(ty: GgmlType, vnni: bool, bf16: bool) -> Option<VecDotFn> {
     })
 }
 
+/// The AVX-512 kernel taking one weight row against four activation rows for weights of type
+/// `ty`, if this file has one: bit-identical per row to what [`avx512`] returns for `ty`
+/// (the same VNNI / BW choice, the same float operations in the same order).
+pub(super) fn avx512_x4(ty: GgmlType) -> Option<VecDot4Fn> {
+    avx512_x4_pick(ty, is_x86_feature_detected!("avx512vnni"))
+}
+
+fn avx512_x4_pick(ty: GgmlType, vnni: bool) -> Option<VecDot4Fn> {
+    // The same feature checks as `avx512_pick`, so both tables agree on every CPU.
+    if !is_x86_feature_detected!("f16c") || !is_x86_feature_detected!("fma") {
+        return None;
+    }
+    use GgmlType as T;
+    Some(match (ty, vnni) {
+        (T::Q4_0, true) => w4_vnni_q4_0,
+        (T::Q4_0, false) => w4_bw_q4_0,
+        (T::Q4_1, true) => w4_vnni_q4_1,
+        (T::Q4_1, false) => w4_bw_q4_1,
+        (T::Q5_0, true) => w4_vnni_q5_0,
+        (T::Q5_0, false) => w4_bw_q5_0,
+        (T::Q5_1, true) => w4_vnni_q5_1,
+        (T::Q5_1, false) => w4_bw_q5_1,
+        (T::Q8_0, true) => w4_vnni_q8_0,
+        (T::Q8_0, false) => w4_bw_q8_0,
+        (T::IQ4_NL, true) => w4_vnni_iq4_nl,
+        (T::IQ4_NL, false) => w4_bw_iq4_nl,
+        _ => return None,
+    })
+}
+
 /// Safe wrappers: the function pointers the tables hand out.
 macro_rules! wrappers {
     ($($name:ident => $inner:path;)*) => {$(
@@ -135,6 +175,33 @@ wrappers! {
     w_avx512_f16 => avx512::f16_f16;
     w_avx512_bf16 => avx512::bf16_bf16;
     w_avx512bf16_bf16 => avx512::bf16_bf16_dpbf16;
+}
+
+/// Safe wrappers of the four-row kernels.
+macro_rules! wrappers_x4 {
+    ($($name:ident => $inner:path;)*) => {$(
+        fn $name(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]) {
+            // SAFETY: only handed out by `select4` after `Isa::is_available` confirmed
+            // AVX-512 (the table additionally checked F16C and FMA, and AVX512-VNNI for
+            // those variants).
+            *out = unsafe { $inner(n, x, ys) };
+        }
+    )*};
+}
+
+wrappers_x4! {
+    w4_vnni_q4_0 => avx512::q4_0_q8_0_vnni_x4;
+    w4_bw_q4_0 => avx512::q4_0_q8_0_bw_x4;
+    w4_vnni_q4_1 => avx512::q4_1_q8_1_vnni_x4;
+    w4_bw_q4_1 => avx512::q4_1_q8_1_bw_x4;
+    w4_vnni_q5_0 => avx512::q5_0_q8_0_vnni_x4;
+    w4_bw_q5_0 => avx512::q5_0_q8_0_bw_x4;
+    w4_vnni_q5_1 => avx512::q5_1_q8_1_vnni_x4;
+    w4_bw_q5_1 => avx512::q5_1_q8_1_bw_x4;
+    w4_vnni_q8_0 => avx512::q8_0_q8_0_vnni_x4;
+    w4_bw_q8_0 => avx512::q8_0_q8_0_bw_x4;
+    w4_vnni_iq4_nl => avx512::iq4_nl_q8_0_vnni_x4;
+    w4_bw_iq4_nl => avx512::iq4_nl_q8_0_bw_x4;
 }
 
 // Block sizes in bytes (ggml-common.h); every legacy block holds 32 weights.
@@ -471,22 +538,58 @@ mod avx512 {
     use super::*;
 
     /// The integer products of a pair of blocks: `vpdpbusd` (VNNI) or `vpmaddubsw` + `vpmaddwd`
-    /// (AVX-512BW). Either gives, per 32-bit lane, the sum of 4 adjacent byte products.
+    /// (AVX-512BW). Either gives, per 32-bit lane, the sum of 4 adjacent byte products, exactly;
+    /// the strategies differ only in how, never in the lane values.
+    ///
+    /// Products with an offset or with signed weights are split into a weight-side preparation
+    /// ([`Prepared`], once per pair of weight blocks) and the product with one activation pair,
+    /// so that the four-row kernels prepare each pair once for all their tokens.
     trait Products {
         /// `sum(a * b)`, `a` unsigned and at most 63, `b` signed: exact.
         unsafe fn dot(a: __m512i, b: __m512i) -> __m512i;
-        /// `sum(a * b) - sum(off * b)`, `a` and `off` unsigned and at most 63, `b` signed: exact.
-        unsafe fn dot_offset(a: __m512i, off: __m512i, b: __m512i) -> __m512i;
-        /// `sum(a * b)` for signed bytes. VNNI: exact for all bytes. BW: exact unless some `b` is
-        /// -128 where `a < 0`.
-        unsafe fn dot_signed(a: __m512i, b: __m512i) -> __m512i;
+        /// Prepares weights `a - off`, `a` and `off` unsigned and at most 63, for
+        /// [`Products::dot_offset`].
+        unsafe fn offset_weights(a: __m512i, off: __m512i) -> Prepared;
+        /// `sum((a - off) * b)` for `w = offset_weights(a, off)`, `b` signed: exact.
+        unsafe fn dot_offset(w: Prepared, b: __m512i) -> __m512i;
+        /// Prepares signed weight bytes `a` (any byte) for [`Products::dot_signed`].
+        unsafe fn signed_weights(a: __m512i) -> Prepared;
+        /// `sum(a * b)` for `w = signed_weights(a)`, `b` signed. VNNI: exact for all bytes. BW:
+        /// exact unless some `b` is -128 where `a < 0`.
+        unsafe fn dot_signed(w: Prepared, b: __m512i) -> __m512i;
         /// The 16 IQ4_NL values as this strategy wants them in the lookup table.
         unsafe fn iq4nl_table() -> __m512i;
-        /// `sum(table[idx] * y)` for any activation bytes `y`: exact.
-        unsafe fn dot_iq4nl(table: __m512i, idx: __m512i, y: __m512i) -> __m512i;
+        /// Prepares the looked-up IQ4_NL values `v = table[idx]` for [`Products::dot_iq4nl`].
+        unsafe fn iq4nl_weights(v: __m512i) -> Prepared;
+        /// `sum(value * y)` for prepared IQ4_NL values and any activation bytes `y`: exact.
+        unsafe fn dot_iq4nl(w: Prepared, y: __m512i) -> __m512i;
     }
 
-    struct Vnni;
+    /// A pair of weight blocks prepared for one strategy's products: `w` the weight bytes (or
+    /// what the strategy makes of them) and `c` a second operand derived from them (the offset
+    /// bytes, or the per-lane correction of `Vnni<true>`).
+    #[derive(Clone, Copy)]
+    struct Prepared {
+        w: __m512i,
+        c: __m512i,
+    }
+
+    /// `vpdpbusd` products, in two exact formulations that differ in where the work sits.
+    ///
+    /// `Vnni<false>` (one token per weight row) keeps the weights on the unsigned side: offset
+    /// weights as `dpbusd(a, y) - dpbusd(off, y)`, signed weights and IQ4_NL values biased by
+    /// +128 (`x ^ 0x80`) as `dpbusd(x + 128, y) - dpbusd(128, y)`: two `vpdpbusd` per
+    /// activation pair, and nothing else per weight pair.
+    ///
+    /// `Vnni<true>` (several tokens per weight row) puts the activations on the unsigned side:
+    /// `sum(w * y) = sum((y + 128) * w) - 128 * sum(w)` for the signed weights `w` (`a - off`,
+    /// the quants, the table values), with `y + 128` as `y ^ 0x80`. The correction depends on
+    /// the weights alone and is computed once per weight pair; each activation pair then costs
+    /// one XOR and one `vpdpbusd` that starts from the correction.
+    ///
+    /// `vpdpbusd` does not saturate and sums 4 products of at most 255 · 128 into i32, so both
+    /// are exact for every byte and give the same lane values.
+    struct Vnni<const SHARED: bool>;
     struct Bw;
 
     #[inline(always)]
@@ -494,31 +597,86 @@ mod avx512 {
         _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i))
     }
 
-    impl Products for Vnni {
+    impl<const SHARED: bool> Vnni<SHARED> {
+        /// Signed weights `w` for the chosen formulation.
+        #[inline(always)]
+        unsafe fn signed(w: __m512i) -> Prepared {
+            let (z, bias) = (_mm512_setzero_si512(), _mm512_set1_epi8(-128));
+            if SHARED {
+                Prepared { w, c: _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, bias, w)) }
+            } else {
+                Prepared { w: _mm512_xor_si512(w, bias), c: bias }
+            }
+        }
+        /// `sum(w * b)` for weights prepared by [`Self::signed`] or [`Products::offset_weights`].
+        #[inline(always)]
+        unsafe fn prepared_dot(w: Prepared, b: __m512i) -> __m512i {
+            let z = _mm512_setzero_si512();
+            if SHARED {
+                _mm512_dpbusd_epi32(w.c, _mm512_xor_si512(b, _mm512_set1_epi8(-128)), w.w)
+            } else {
+                _mm512_sub_epi32(_mm512_dpbusd_epi32(z, w.w, b), _mm512_dpbusd_epi32(z, w.c, b))
+            }
+        }
+    }
+
+    impl<const SHARED: bool> Products for Vnni<SHARED> {
         #[inline(always)]
         unsafe fn dot(a: __m512i, b: __m512i) -> __m512i {
             _mm512_dpbusd_epi32(_mm512_setzero_si512(), a, b)
         }
         #[inline(always)]
-        unsafe fn dot_offset(a: __m512i, off: __m512i, b: __m512i) -> __m512i {
-            let z = _mm512_setzero_si512();
-            _mm512_sub_epi32(_mm512_dpbusd_epi32(z, a, b), _mm512_dpbusd_epi32(z, off, b))
+        unsafe fn offset_weights(a: __m512i, off: __m512i) -> Prepared {
+            if SHARED {
+                // |a - off| <= 63: a valid signed byte.
+                Self::signed(_mm512_sub_epi8(a, off))
+            } else {
+                Prepared { w: a, c: off }
+            }
         }
         #[inline(always)]
-        unsafe fn dot_signed(a: __m512i, b: __m512i) -> __m512i {
-            // sum((a + 128) * b) - sum(128 * b) with `a + 128` unsigned; vpdpbusd does not
-            // saturate, so this is exact for every byte.
-            let bias = _mm512_set1_epi8(-128);
-            Self::dot_offset(_mm512_xor_si512(a, bias), bias, b)
+        unsafe fn dot_offset(w: Prepared, b: __m512i) -> __m512i {
+            Self::prepared_dot(w, b)
+        }
+        #[inline(always)]
+        unsafe fn signed_weights(a: __m512i) -> Prepared {
+            Self::signed(a)
+        }
+        #[inline(always)]
+        unsafe fn dot_signed(w: Prepared, b: __m512i) -> __m512i {
+            Self::prepared_dot(w, b)
         }
         #[inline(always)]
         unsafe fn iq4nl_table() -> __m512i {
-            // value + 128, unsigned.
-            _mm512_xor_si512(kvalues(), _mm512_set1_epi8(-128))
+            if SHARED {
+                kvalues()
+            } else {
+                // value + 128, unsigned: biased once here rather than per lookup.
+                _mm512_xor_si512(kvalues(), _mm512_set1_epi8(-128))
+            }
         }
         #[inline(always)]
-        unsafe fn dot_iq4nl(table: __m512i, idx: __m512i, y: __m512i) -> __m512i {
-            Self::dot_offset(_mm512_shuffle_epi8(table, idx), _mm512_set1_epi8(-128), y)
+        unsafe fn iq4nl_weights(v: __m512i) -> Prepared {
+            if SHARED {
+                Self::signed(v)
+            } else {
+                Prepared { w: v, c: _mm512_set1_epi8(-128) }
+            }
+        }
+        #[inline(always)]
+        unsafe fn dot_iq4nl(w: Prepared, y: __m512i) -> __m512i {
+            Self::prepared_dot(w, y)
+        }
+    }
+
+    impl Bw {
+        /// `sum(a * b)` for signed bytes: `maddubs(|a|, b negated where a < 0)` (AVX-512 has no
+        /// `vpsignb`). Exact unless some `b` is -128 where `a < 0`.
+        #[inline(always)]
+        unsafe fn signed(a: __m512i, b: __m512i) -> __m512i {
+            let neg = _mm512_movepi8_mask(a);
+            let sb = _mm512_mask_sub_epi8(b, neg, _mm512_setzero_si512(), b);
+            _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(a), sb), _mm512_set1_epi16(1))
         }
     }
 
@@ -528,25 +686,34 @@ mod avx512 {
             _mm512_madd_epi16(_mm512_maddubs_epi16(a, b), _mm512_set1_epi16(1))
         }
         #[inline(always)]
-        unsafe fn dot_offset(a: __m512i, off: __m512i, b: __m512i) -> __m512i {
-            let p = _mm512_sub_epi16(_mm512_maddubs_epi16(a, b), _mm512_maddubs_epi16(off, b));
+        unsafe fn offset_weights(a: __m512i, off: __m512i) -> Prepared {
+            Prepared { w: a, c: off }
+        }
+        #[inline(always)]
+        unsafe fn dot_offset(w: Prepared, b: __m512i) -> __m512i {
+            let p = _mm512_sub_epi16(_mm512_maddubs_epi16(w.w, b), _mm512_maddubs_epi16(w.c, b));
             _mm512_madd_epi16(p, _mm512_set1_epi16(1))
         }
         #[inline(always)]
-        unsafe fn dot_signed(a: __m512i, b: __m512i) -> __m512i {
-            // maddubs(|a|, b negated where a < 0): AVX-512 has no vpsignb.
-            let neg = _mm512_movepi8_mask(a);
-            let sb = _mm512_mask_sub_epi8(b, neg, _mm512_setzero_si512(), b);
-            _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(a), sb), _mm512_set1_epi16(1))
+        unsafe fn signed_weights(a: __m512i) -> Prepared {
+            Prepared { w: a, c: _mm512_setzero_si512() }
+        }
+        #[inline(always)]
+        unsafe fn dot_signed(w: Prepared, b: __m512i) -> __m512i {
+            Self::signed(w.w, b)
         }
         #[inline(always)]
         unsafe fn iq4nl_table() -> __m512i {
             kvalues()
         }
         #[inline(always)]
-        unsafe fn dot_iq4nl(table: __m512i, idx: __m512i, y: __m512i) -> __m512i {
+        unsafe fn iq4nl_weights(v: __m512i) -> Prepared {
+            Prepared { w: v, c: _mm512_setzero_si512() }
+        }
+        #[inline(always)]
+        unsafe fn dot_iq4nl(w: Prepared, y: __m512i) -> __m512i {
             // |y| on the unsigned side, ±value (|value| <= 127) on the signed side.
-            Self::dot_signed(y, _mm512_shuffle_epi8(table, idx))
+            Self::signed(y, w.w)
         }
     }
 
@@ -574,119 +741,167 @@ mod avx512 {
         _mm512_mask_add_epi8(q, k, q, _mm512_set1_epi8(16))
     }
 
-    /// `[dA_x*dA_y, mA_x*sA_y, dB_x*dB_y, mB_x*sB_y]` from the first 4 bytes of each block
-    /// (lanes 1 and 3 are meaningless for formats without `m` / `s`).
+    /// `[d_a, second_a, d_b, second_b]` from the first 4 bytes of blocks `a` and `b` (`second`
+    /// is `m` / `s` for Q4_1, Q5_1, Q8_1 and meaningless otherwise).
     #[inline(always)]
-    unsafe fn scales_pair(xa: *const u8, xb: *const u8, ya: *const u8, yb: *const u8) -> __m128 {
-        let hx = _mm_insert_epi32::<1>(_mm_cvtsi32_si128(rd32(xa)), rd32(xb));
-        let hy = _mm_insert_epi32::<1>(_mm_cvtsi32_si128(rd32(ya)), rd32(yb));
-        _mm_mul_ps(_mm_cvtph_ps(hx), _mm_cvtph_ps(hy))
+    unsafe fn scales_pair(a: *const u8, b: *const u8) -> __m128 {
+        _mm_cvtph_ps(_mm_insert_epi32::<1>(_mm_cvtsi32_si128(rd32(a)), rd32(b)))
     }
 
-    /// One pair of blocks' integer sums: block A in lanes 0..8, block B in lanes 8..16.
+    /// One pair of weight blocks, unpacked once ([`Pair::unpack`]) and then dotted with the
+    /// matching pair of activation blocks of each token ([`Pair::sums`]).
     trait Pair: Format {
-        unsafe fn sums<P: Products>(t: __m512i, xa: *const u8, xb: *const u8, ya: *const u8, yb: *const u8) -> __m512i;
+        /// Blocks `xa`, `xb` unpacked to 64 weights and prepared for `P`'s products (`t`: the
+        /// IQ4_NL table of `P`).
+        unsafe fn unpack<P: Products>(t: __m512i, xa: *const u8, xb: *const u8) -> Prepared;
+        /// The integer sums of unpacked weights `w` against activation blocks `ya`, `yb`: block
+        /// A in lanes 0..8, block B in lanes 8..16.
+        unsafe fn sums<P: Products>(w: Prepared, ya: *const u8, yb: *const u8) -> __m512i;
     }
 
     impl Pair for Q4_0 {
         #[inline(always)]
-        unsafe fn sums<P: Products>(_: __m512i, xa: *const u8, xb: *const u8, ya: *const u8, yb: *const u8) -> __m512i {
-            P::dot_offset(nibbles_pair(xa.add(2), xb.add(2)), _mm512_set1_epi8(8), load_pair(ya.add(2), yb.add(2)))
+        unsafe fn unpack<P: Products>(_: __m512i, xa: *const u8, xb: *const u8) -> Prepared {
+            P::offset_weights(nibbles_pair(xa.add(2), xb.add(2)), _mm512_set1_epi8(8))
+        }
+        #[inline(always)]
+        unsafe fn sums<P: Products>(w: Prepared, ya: *const u8, yb: *const u8) -> __m512i {
+            P::dot_offset(w, load_pair(ya.add(2), yb.add(2)))
         }
     }
 
     impl Pair for Q4_1 {
         #[inline(always)]
-        unsafe fn sums<P: Products>(_: __m512i, xa: *const u8, xb: *const u8, ya: *const u8, yb: *const u8) -> __m512i {
-            P::dot(nibbles_pair(xa.add(4), xb.add(4)), load_pair(ya.add(4), yb.add(4)))
+        unsafe fn unpack<P: Products>(_: __m512i, xa: *const u8, xb: *const u8) -> Prepared {
+            let q = nibbles_pair(xa.add(4), xb.add(4));
+            Prepared { w: q, c: q } // `c` unused: plain unsigned products
+        }
+        #[inline(always)]
+        unsafe fn sums<P: Products>(w: Prepared, ya: *const u8, yb: *const u8) -> __m512i {
+            P::dot(w.w, load_pair(ya.add(4), yb.add(4)))
         }
     }
 
     impl Pair for Q5_0 {
         #[inline(always)]
-        unsafe fn sums<P: Products>(_: __m512i, xa: *const u8, xb: *const u8, ya: *const u8, yb: *const u8) -> __m512i {
+        unsafe fn unpack<P: Products>(_: __m512i, xa: *const u8, xb: *const u8) -> Prepared {
             let q = add_fifth_bits(nibbles_pair(xa.add(6), xb.add(6)), xa.add(2), xb.add(2));
-            P::dot_offset(q, _mm512_set1_epi8(16), load_pair(ya.add(2), yb.add(2)))
+            P::offset_weights(q, _mm512_set1_epi8(16))
+        }
+        #[inline(always)]
+        unsafe fn sums<P: Products>(w: Prepared, ya: *const u8, yb: *const u8) -> __m512i {
+            P::dot_offset(w, load_pair(ya.add(2), yb.add(2)))
         }
     }
 
     impl Pair for Q5_1 {
         #[inline(always)]
-        unsafe fn sums<P: Products>(_: __m512i, xa: *const u8, xb: *const u8, ya: *const u8, yb: *const u8) -> __m512i {
+        unsafe fn unpack<P: Products>(_: __m512i, xa: *const u8, xb: *const u8) -> Prepared {
             let q = add_fifth_bits(nibbles_pair(xa.add(8), xb.add(8)), xa.add(4), xb.add(4));
-            P::dot(q, load_pair(ya.add(4), yb.add(4)))
+            Prepared { w: q, c: q } // `c` unused: plain unsigned products
+        }
+        #[inline(always)]
+        unsafe fn sums<P: Products>(w: Prepared, ya: *const u8, yb: *const u8) -> __m512i {
+            P::dot(w.w, load_pair(ya.add(4), yb.add(4)))
         }
     }
 
     impl Pair for Q8_0 {
         #[inline(always)]
-        unsafe fn sums<P: Products>(_: __m512i, xa: *const u8, xb: *const u8, ya: *const u8, yb: *const u8) -> __m512i {
-            P::dot_signed(load_pair(xa.add(2), xb.add(2)), load_pair(ya.add(2), yb.add(2)))
+        unsafe fn unpack<P: Products>(_: __m512i, xa: *const u8, xb: *const u8) -> Prepared {
+            P::signed_weights(load_pair(xa.add(2), xb.add(2)))
+        }
+        #[inline(always)]
+        unsafe fn sums<P: Products>(w: Prepared, ya: *const u8, yb: *const u8) -> __m512i {
+            P::dot_signed(w, load_pair(ya.add(2), yb.add(2)))
         }
     }
 
     impl Pair for IQ4NL {
         #[inline(always)]
-        unsafe fn sums<P: Products>(t: __m512i, xa: *const u8, xb: *const u8, ya: *const u8, yb: *const u8) -> __m512i {
-            P::dot_iq4nl(t, nibbles_pair(xa.add(2), xb.add(2)), load_pair(ya.add(2), yb.add(2)))
+        unsafe fn unpack<P: Products>(t: __m512i, xa: *const u8, xb: *const u8) -> Prepared {
+            P::iq4nl_weights(_mm512_shuffle_epi8(t, nibbles_pair(xa.add(2), xb.add(2))))
+        }
+        #[inline(always)]
+        unsafe fn sums<P: Products>(w: Prepared, ya: *const u8, yb: *const u8) -> __m512i {
+            P::dot_iq4nl(w, load_pair(ya.add(2), yb.add(2)))
         }
     }
 
-    /// One pair of blocks into `acc` (and `m_x * s_y` into lanes 1 and 3 of `acc_m`).
+    /// One pair of weight blocks `(xa, xb)` against the activation pair `ys[k]` of each of `T`
+    /// tokens: into `acc[k]`, and `m_x * s_y` into lanes 1 and 3 of `acc_m[k]`. The weights
+    /// are unpacked once; each token's float operations are exactly those of `T = 1`.
     #[inline(always)]
-    unsafe fn step<F: Pair, P: Products>(
-        acc: &mut __m512,
-        acc_m: &mut __m128,
+    unsafe fn step<F: Pair, P: Products, const T: usize>(
+        acc: &mut [__m512; T],
+        acc_m: &mut [__m128; T],
         t: __m512i,
-        (xa, xb, ya, yb): (*const u8, *const u8, *const u8, *const u8),
+        (xa, xb): (*const u8, *const u8),
+        ys: [(*const u8, *const u8); T],
     ) {
-        let q = F::sums::<P>(t, xa, xb, ya, yb);
-        let d = scales_pair(xa, xb, ya, yb);
-        // Lane 0 of the scales to lanes 0..8, lane 2 to lanes 8..16.
+        let w = F::unpack::<P>(t, xa, xb);
+        let dx = scales_pair(xa, xb);
+        // Lane 0 of the scale products to lanes 0..8, lane 2 to lanes 8..16.
         let spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
-        let dv = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
-        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), dv, *acc);
-        if F::MS {
-            *acc_m = _mm_add_ps(*acc_m, d);
+        for k in 0..T {
+            let (ya, yb) = ys[k];
+            let q = F::sums::<P>(w, ya, yb);
+            let d = _mm_mul_ps(dx, scales_pair(ya, yb));
+            let dv = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), dv, acc[k]);
+            if F::MS {
+                acc_m[k] = _mm_add_ps(acc_m[k], d);
+            }
         }
     }
 
-    /// The block loop: four blocks per iteration into two accumulators; an odd last block is
-    /// paired with [`ZERO_BLOCK`].
+    /// The block loop of one weight row against `T` activation rows: four blocks per
+    /// iteration into two accumulators per token; an odd last block is paired with
+    /// [`ZERO_BLOCK`]. Token `k`'s result depends on `ys[k]` alone, bit for bit: every token
+    /// goes through the same float operations in the same order as with `T = 1`.
     #[inline(always)]
-    unsafe fn run<F: Pair, P: Products>(n: usize, x: &[u8], y: &[u8]) -> f32 {
-        let nb = blocks(n, x, y, F::XB, F::YB, F::NAME);
-        let (xp, yp) = (x.as_ptr(), y.as_ptr());
+    unsafe fn run<F: Pair, P: Products, const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f32; T] {
+        let mut nb = 0;
+        for y in ys {
+            nb = blocks(n, x, y, F::XB, F::YB, F::NAME);
+        }
+        let xp = x.as_ptr();
+        let yp = ys.map(|y| y.as_ptr());
         let t = P::iq4nl_table();
-        let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let mut acc_m = _mm_setzero_ps();
-        let at = |i: usize| (xp.add(i * F::XB), xp.add((i + 1) * F::XB), yp.add(i * F::YB), yp.add((i + 1) * F::YB));
+        let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); T], [_mm512_setzero_ps(); T]);
+        let mut acc_m = [_mm_setzero_ps(); T];
+        let wx = |i: usize| (xp.add(i * F::XB), xp.add((i + 1) * F::XB));
+        let wy = |i: usize| yp.map(|p| (p.add(i * F::YB), p.add((i + 1) * F::YB)));
         let mut i = 0;
         while i + 4 <= nb {
-            step::<F, P>(&mut acc0, &mut acc_m, t, at(i));
-            step::<F, P>(&mut acc1, &mut acc_m, t, at(i + 2));
+            step::<F, P, T>(&mut acc0, &mut acc_m, t, wx(i), wy(i));
+            step::<F, P, T>(&mut acc1, &mut acc_m, t, wx(i + 2), wy(i + 2));
             i += 4;
         }
         if i + 2 <= nb {
-            step::<F, P>(&mut acc0, &mut acc_m, t, at(i));
+            step::<F, P, T>(&mut acc0, &mut acc_m, t, wx(i), wy(i));
             i += 2;
         }
         if i < nb {
             let z = ZERO_BLOCK.as_ptr();
-            step::<F, P>(&mut acc1, &mut acc_m, t, (xp.add(i * F::XB), z, yp.add(i * F::YB), z));
+            step::<F, P, T>(&mut acc1, &mut acc_m, t, (xp.add(i * F::XB), z), yp.map(|p| (p.add(i * F::YB), z)));
         }
-        let s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-        if F::MS {
-            let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-            s + _mm_cvtss_f32(_mm_movehdup_ps(m))
-        } else {
-            s
+        let mut out = [0f32; T];
+        for k in 0..T {
+            let s = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k]));
+            out[k] = if F::MS {
+                let m = _mm_add_ps(acc_m[k], _mm_movehl_ps(acc_m[k], acc_m[k]));
+                s + _mm_cvtss_f32(_mm_movehdup_ps(m))
+            } else {
+                s
+            };
         }
+        out
     }
 
-    /// Defines the VNNI and BW entry points of one format.
+    /// Defines the VNNI and BW entry points of one format, for one token and for four.
     macro_rules! entry {
-        ($vnni:ident, $bw:ident, $fmt:ty, $what:literal) => {
+        ($vnni:ident, $bw:ident, $vnni4:ident, $bw4:ident, $fmt:ty, $what:literal) => {
             #[doc = concat!($what, " with AVX512-VNNI.")]
             ///
             /// # Safety
@@ -694,7 +909,7 @@ mod avx512 {
             /// `x` and `y` hold `n / 32` blocks each.
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
             pub(in super::super) unsafe fn $vnni(n: usize, x: &[u8], y: &[u8]) -> f32 {
-                run::<$fmt, Vnni>(n, x, y)
+                run::<$fmt, Vnni<false>, 1>(n, x, [y])[0]
             }
 
             #[doc = concat!($what, " with AVX-512BW.")]
@@ -704,22 +919,51 @@ mod avx512 {
             /// hold `n / 32` blocks each.
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
             pub(in super::super) unsafe fn $bw(n: usize, x: &[u8], y: &[u8]) -> f32 {
-                run::<$fmt, Bw>(n, x, y)
+                run::<$fmt, Bw, 1>(n, x, [y])[0]
+            }
+
+            #[doc = concat!($what, " with AVX512-VNNI, one weight row against four activation rows;")]
+            /// each result bit-identical to the one-row kernel's.
+            ///
+            /// # Safety
+            /// As for the one-row kernel, for every row of `ys`.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
+            pub(in super::super) unsafe fn $vnni4(n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
+                run::<$fmt, Vnni<true>, 4>(n, x, ys)
+            }
+
+            #[doc = concat!($what, " with AVX-512BW, one weight row against four activation rows;")]
+            /// each result bit-identical to the one-row kernel's.
+            ///
+            /// # Safety
+            /// As for the one-row kernel, for every row of `ys`.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")]
+            pub(in super::super) unsafe fn $bw4(n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
+                run::<$fmt, Bw, 4>(n, x, ys)
             }
         };
     }
 
-    entry!(q4_0_q8_0_vnni, q4_0_q8_0_bw, Q4_0, "Q4_0 weights · Q8_0 activations");
-    entry!(q4_1_q8_1_vnni, q4_1_q8_1_bw, Q4_1, "Q4_1 weights · Q8_1 activations");
-    entry!(q5_0_q8_0_vnni, q5_0_q8_0_bw, Q5_0, "Q5_0 weights · Q8_0 activations");
-    entry!(q5_1_q8_1_vnni, q5_1_q8_1_bw, Q5_1, "Q5_1 weights · Q8_1 activations");
+    entry!(q4_0_q8_0_vnni, q4_0_q8_0_bw, q4_0_q8_0_vnni_x4, q4_0_q8_0_bw_x4, Q4_0, "Q4_0 weights · Q8_0 activations");
+    entry!(q4_1_q8_1_vnni, q4_1_q8_1_bw, q4_1_q8_1_vnni_x4, q4_1_q8_1_bw_x4, Q4_1, "Q4_1 weights · Q8_1 activations");
+    entry!(q5_0_q8_0_vnni, q5_0_q8_0_bw, q5_0_q8_0_vnni_x4, q5_0_q8_0_bw_x4, Q5_0, "Q5_0 weights · Q8_0 activations");
+    entry!(q5_1_q8_1_vnni, q5_1_q8_1_bw, q5_1_q8_1_vnni_x4, q5_1_q8_1_bw_x4, Q5_1, "Q5_1 weights · Q8_1 activations");
     entry!(
         q8_0_q8_0_vnni,
         q8_0_q8_0_bw,
+        q8_0_q8_0_vnni_x4,
+        q8_0_q8_0_bw_x4,
         Q8_0,
         "Q8_0 weights · Q8_0 activations (BW: activation quants in `[-127, 127]`)"
     );
-    entry!(iq4_nl_q8_0_vnni, iq4_nl_q8_0_bw, IQ4NL, "IQ4_NL weights · Q8_0 activations");
+    entry!(
+        iq4_nl_q8_0_vnni,
+        iq4_nl_q8_0_bw,
+        iq4_nl_q8_0_vnni_x4,
+        iq4_nl_q8_0_bw_x4,
+        IQ4NL,
+        "IQ4_NL weights · Q8_0 activations"
+    );
 
     #[inline(always)]
     unsafe fn cvt_f16(p: *const u8) -> __m512 {
@@ -1061,6 +1305,83 @@ mod tests {
         }
     }
 
+    /// The four-row kernels against four calls of the one-row kernel of the same variant
+    /// (VNNI and BW where this CPU has them), bit for bit: random rows, rows with an extreme
+    /// block, all-zero rows (whose sign of zero must match too) and repeated rows.
+    #[test]
+    fn vec_dot_x86_legacy_x4_matches_one_row_bits() {
+        if !Isa::Avx512.is_available() {
+            return;
+        }
+        let legacy = &FAMILY[..6];
+        let mut pairs: Vec<(String, GgmlType, VecDotFn, VecDot4Fn)> = Vec::new();
+        for &ty in legacy {
+            let mut kinds = vec![("avx512bw", false)];
+            if is_x86_feature_detected!("avx512vnni") {
+                kinds.push(("avx512vnni", true));
+            }
+            for (name, vnni) in kinds {
+                let one = avx512_pick(ty, vnni, false).expect("one-row kernel");
+                let four = avx512_x4_pick(ty, vnni).expect("four-row kernel");
+                pairs.push((format!("{ty}/{name}"), ty, one, four));
+            }
+        }
+        assert!(pairs.len() >= 6);
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for (name, ty, one, four) in &pairs {
+            let vdt = traits(*ty).vec_dot_type;
+            for nb in [1usize, 2, 3, 4, 5, 6, 7, 18, 48] {
+                let n = 32 * nb;
+                for trial in 0..6 {
+                    let scale: Vec<f32> = (0..nb).map(|_| 10f32.powf(rng.f() * 2.0)).collect();
+                    let xf: Vec<f32> = (0..n).map(|i| rng.f() * scale[i / 32]).collect();
+                    let x = quantize(*ty, &xf);
+                    let rows: Vec<Vec<u8>> = (0..4)
+                        .map(|k| {
+                            let mut yf: Vec<f32> = (0..n).map(|_| rng.f() * 3.0).collect();
+                            match (trial, k) {
+                                (1, _) => yf.iter_mut().for_each(|a| *a = a.abs()),
+                                (2, 1) => yf.iter_mut().for_each(|a| *a = 0.0),
+                                (2, 3) => yf[n - 1] = 500.0,
+                                _ => {}
+                            }
+                            quantize(vdt, &yf)
+                        })
+                        .collect();
+                    let mut ys = [rows[0].as_slice(), rows[1].as_slice(), rows[2].as_slice(), rows[3].as_slice()];
+                    if trial == 3 {
+                        ys[2] = ys[0];
+                    }
+                    let x = if trial == 4 { vec![0u8; x.len()] } else { x };
+                    let mut got = [f32::NAN; 4];
+                    four(n, &x, ys, &mut got);
+                    for k in 0..4 {
+                        let want = one(n, &x, ys[k]);
+                        assert_eq!(
+                            got[k].to_bits(),
+                            want.to_bits(),
+                            "{name} blocks={nb} trial {trial} row {k}: x4 {} one-row {want}",
+                            got[k]
+                        );
+                    }
+                }
+            }
+            // Every row's length is checked.
+            let (xb, yb) = (ty.block_bytes(), vdt.block_bytes());
+            let (x, y, short) = (vec![0u8; 2 * xb], vec![0u8; 2 * yb], vec![0u8; 2 * yb - 1]);
+            for bad in 0..4 {
+                let mut ys = [y.as_slice(); 4];
+                ys[bad] = &short;
+                let f = *four;
+                assert!(std::panic::catch_unwind(|| f(64, &x, ys, &mut [0.0; 4])).is_err(), "{name} row {bad}");
+            }
+        }
+        // Outside the legacy family there is no four-row kernel.
+        for ty in [GgmlType::F16, GgmlType::BF16, GgmlType::Q4_K, GgmlType::Q8_1] {
+            assert!(avx512_x4_pick(ty, true).is_none() && avx512_x4_pick(ty, false).is_none(), "{ty}");
+        }
+    }
+
     #[test]
     fn vec_dot_x86_legacy_float_extremes() {
         // Large, tiny (including subnormal) and mixed-sign values for F16 and BF16.
@@ -1108,6 +1429,60 @@ mod tests {
             assert!(std::panic::catch_unwind(|| f(n, &vec![0u8; xl - 1], &vec![0u8; yl])).is_err(), "{}", v.name);
             assert!(std::panic::catch_unwind(|| f(n, &vec![0u8; xl], &vec![0u8; yl + 1])).is_err(), "{}", v.name);
             assert_eq!(f(n, &vec![0u8; xl], &vec![0u8; yl]), 0.0, "{}", v.name);
+        }
+    }
+
+    /// The four-row kernels against four one-row calls on cache-resident data (16 KiB of
+    /// weight rows, as the prompt path blocks them, times 4 activation rows), per variant.
+    /// `cargo test --release --lib vec_dot_x86_legacy_x4_throughput -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn vec_dot_x86_legacy_x4_throughput() {
+        if !Isa::Avx512.is_available() {
+            return;
+        }
+        let mut rng = Rng(5);
+        for cols in [576usize, 1536] {
+            for &ty in &FAMILY[..6] {
+                let vdt = traits(ty).vec_dot_type;
+                let row = cols / 32 * ty.block_bytes();
+                let rows = (16 * 1024 / row).max(1);
+                let w = quantize(ty, &(0..rows * cols).map(|_| rng.f()).collect::<Vec<_>>());
+                let a: Vec<Vec<u8>> =
+                    (0..4).map(|_| quantize(vdt, &(0..cols).map(|_| rng.f()).collect::<Vec<_>>())).collect();
+                let ys = [a[0].as_slice(), a[1].as_slice(), a[2].as_slice(), a[3].as_slice()];
+                let mut kinds = vec![("bw", false)];
+                if is_x86_feature_detected!("avx512vnni") {
+                    kinds.push(("vnni", true));
+                }
+                for (name, vnni) in kinds {
+                    let (one, four) = (avx512_pick(ty, vnni, false).unwrap(), avx512_x4_pick(ty, vnni).unwrap());
+                    let (mut best1, mut best4, mut sink) = (f64::MAX, f64::MAX, 0f32);
+                    for _ in 0..300 {
+                        let t = std::time::Instant::now();
+                        for r in 0..rows {
+                            for y in ys {
+                                sink += one(cols, &w[r * row..(r + 1) * row], y);
+                            }
+                        }
+                        best1 = best1.min(t.elapsed().as_secs_f64());
+                        let t = std::time::Instant::now();
+                        let mut out = [0f32; 4];
+                        for r in 0..rows {
+                            four(cols, &w[r * row..(r + 1) * row], ys, &mut out);
+                            sink += out[0];
+                        }
+                        best4 = best4.min(t.elapsed().as_secs_f64());
+                    }
+                    let per = |t: f64| t * 1e9 / (rows * 4 * cols / 32) as f64;
+                    println!(
+                        "{ty:>6} {name:<4} cols {cols:>4}: one-row {:.3} ns/block, x4 {:.3} ns/block: {:.2}x [{sink:.0}]",
+                        per(best1),
+                        per(best4),
+                        best1 / best4
+                    );
+                }
+            }
         }
     }
 
