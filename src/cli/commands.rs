@@ -15,7 +15,7 @@ use evalq::model::{Checkpoint, LlamaWeights};
 use evalq::quant::mix;
 use evalq::quant::quantize::{quantize_checkpoint, write_gguf};
 
-use super::{progress, BandwidthArgs, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, RunArgs, TokenizeArgs};
+use super::{progress, BandwidthArgs, SpeedArgs, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, RunArgs, TokenizeArgs};
 
 fn open_model(arg: Option<&str>) -> anyhow::Result<Checkpoint> {
     let path = fetch::resolve_model(arg)?;
@@ -350,6 +350,58 @@ pub fn bench_bandwidth(a: BandwidthArgs) -> anyhow::Result<()> {
         println!("array:          {:.0} MiB, {} threads, {} runs", bytes as f64 / (1 << 20) as f64, r.threads, r.runs_gbps.len());
         println!("read bandwidth: best {:.2} GB/s, median {:.2} GB/s", r.best_gbps, r.median_gbps);
         println!("single thread:  {:.2} GB/s", r.single_thread_gbps);
+    }
+    Ok(())
+}
+
+pub fn bench_speed(a: SpeedArgs) -> anyhow::Result<()> {
+    use evalq::run::speed::{measure, SpeedParams};
+    if a.pp == 0 || a.tg == 0 || a.pp > 8192 || a.tg > 8192 {
+        anyhow::bail!("--pp and --tg must be between 1 and 8192");
+    }
+    let ckpt = open_model(a.model.model.as_deref())?;
+    let config = ckpt.config()?;
+    let (weights, what) = if a.format.eq_ignore_ascii_case("native") {
+        match &ckpt {
+            Checkpoint::Gguf(file) => (LlamaWeights::load_native(file, &config)?, "native tensor types".to_string()),
+            Checkpoint::Hf(_) => (LlamaWeights::load_f32(&ckpt, &config)?, "F32".to_string()),
+        }
+    } else {
+        let (ftype, opts) = mix::parse_file_type(&a.format)?;
+        let q = quantize_checkpoint(&ckpt, ftype, &opts, |_, _, _| {})?;
+        (LlamaWeights::from_quantized(&q, &config, ckpt.path())?, q.mix_name())
+    };
+    // The machine's peak, when `evalq bench bandwidth` or a run has cached it.
+    let threads = rayon::current_num_threads();
+    let cached = evalq::bench::bandwidth::cache_path(&fetch::cache_dir().join("machine"), threads);
+    let peak = std::fs::read(&cached)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<evalq::bench::bandwidth::BandwidthResult>(&b).ok())
+        .map_or(f64::NAN, |r| r.best_gbps);
+    let mut state = evalq::model::forward::State::new(&config, a.pp.max(a.tg));
+    let p = SpeedParams { pp_tokens: a.pp, tg_tokens: a.tg, reps: a.reps.max(1) };
+    let s = measure(&weights, &mut state, &p, peak);
+    if a.json {
+        let mut v = serde_json::to_value(&s)?;
+        v["model"] = json!(ckpt.path().display().to_string());
+        v["weights"] = json!(what);
+        v["threads"] = json!(threads);
+        v["isa"] = json!(isa::active().name());
+        v["peak_read_gbps"] = json!(peak);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let spread = |r: &[f64]| {
+            let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = r.iter().copied().fold(0.0, f64::max);
+            format!("[{lo:.1}–{hi:.1}]")
+        };
+        println!("model:   {} ({what}), {threads} threads, isa {}", ckpt.path().display(), isa::active().name());
+        println!("pp{}:   {:.1} t/s {} over {} runs", a.pp, s.pp_tps, spread(&s.pp_runs), s.pp_runs.len());
+        println!("tg{}:   {:.1} t/s {} over {} runs", a.tg, s.tg_tps, spread(&s.tg_runs), s.tg_runs.len());
+        println!(
+            "bandwidth: {:.1} MB per token, {:.2} GB/s = {:.1}% of the measured peak {:.2} GB/s; roofline {:.1} t/s",
+            s.tg_bytes_per_token / 1e6, s.tg_gbps, s.bw_util_pct, peak, s.roofline_tg_tps
+        );
     }
     Ok(())
 }
