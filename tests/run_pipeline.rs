@@ -230,3 +230,24 @@ fn real_model_run_agrees_with_ppl_and_with_physics() {
     // The source is the published Q4_1 model: Q4_1 reproduces it almost exactly.
     assert!(by("Q4_1").quality.kld_mean < by("Q8_0").quality.kld_mean, "Q4_1 should be nearly lossless here");
 }
+
+/// `--baseline BF16` compares against the source rounded to BF16, and `--no-speed` leaves the
+/// speed figures unmeasured (NaN in memory, null in JSON) without breaking the outputs.
+#[test]
+fn a_bf16_baseline_and_no_speed_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, text) = tiny_setup(tmp.path());
+    let out = tmp.path().join("reports");
+    let cache = tmp.path().join("cache");
+    let mut args = tiny_run_args(&model, &text, &out, "Q8_0,F16");
+    args.extend(["--baseline", "bf16", "--no-speed"].map(String::from));
+    let o = env_cmd(&cache).args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = std::fs::canonicalize(out.join("latest")).unwrap();
+    let r = load_results(&dir);
+    assert_eq!(r.baseline.format, "BF16");
+    assert!(r.formats.iter().all(|f| f.quality.ppl.is_finite() && f.speed.tg_tps.is_nan()));
+    // F16 keeps more mantissa than the BF16 baseline, so both differ from it.
+    assert!(r.formats.iter().all(|f| f.quality.kld_mean > 0.0));
+    assert!(std::fs::read_to_string(dir.join("report.md")).unwrap().contains("BF16 baseline"));
+}

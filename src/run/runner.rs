@@ -304,7 +304,8 @@ pub fn run(inputs: &RunInputs, opts: &RunOptions, progress: &mut dyn Progress) -
     for (f, st) in &quality {
         let (_, meta, cached) = &metas[f];
         let speed = if opts.no_speed {
-            Speed::default()
+            let nan = f64::NAN;
+            Speed { pp_tps: nan, tg_tps: nan, tg_bytes_per_token: nan, tg_gbps: nan, bw_util_pct: nan, roofline_tg_tps: nan, ..Speed::default() }
         } else {
             machine::reset_peak_rss();
             let w = load_weights(ckpt, &config, f, &metas)?;
