@@ -31,4 +31,5 @@ fi
 
 cargo build --release --bins
 ./target/release/evalq fetch >/dev/null
+python3 scripts/compare_llama_cpp_lib.py   # the comparison script's parsers, on canned output
 cargo test --release "$@" -- --include-ignored
