@@ -15,7 +15,7 @@ use evalq::model::{Checkpoint, LlamaWeights};
 use evalq::quant::mix;
 use evalq::quant::quantize::{quantize_checkpoint, write_gguf};
 
-use super::{progress, BandwidthArgs, SpeedArgs, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, RunArgs, TokenizeArgs};
+use super::{progress, BandwidthArgs, EvalDataArgs, SpeedArgs, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, RunArgs, TokenizeArgs};
 
 fn open_model(arg: Option<&str>) -> anyhow::Result<Checkpoint> {
     let path = fetch::resolve_model(arg)?;
@@ -95,19 +95,28 @@ pub fn tokenize(a: TokenizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn ppl(a: PplArgs, quiet: bool) -> anyhow::Result<()> {
-    let ckpt = open_model(a.model.model.as_deref())?;
-    let config = ckpt.config()?;
-    let tok = ckpt.tokenizer()?;
-    let dataset = datasets::resolve_dataset(&a.dataset, a.data_dir.as_deref())?;
+/// Finds and reads the dataset, and tokenizes it as llama-perplexity does (BOS first when the
+/// vocabulary adds one).
+fn dataset_tokens(
+    tok: &evalq::model::tokenizer::Tokenizer,
+    d: &EvalDataArgs,
+) -> anyhow::Result<(datasets::ResolvedDataset, Vec<u32>)> {
+    let dataset = datasets::resolve_dataset(&d.dataset, d.data_dir.as_deref())?;
     let text = datasets::read_text(&dataset)?;
-
-    let t0 = Instant::now();
     let mut tokens = Vec::new();
     if tok.add_bos() {
         tokens.extend(tok.bos_id());
     }
     tokens.extend(tok.encode(&text)?);
+    Ok((dataset, tokens))
+}
+
+pub fn ppl(a: PplArgs, quiet: bool) -> anyhow::Result<()> {
+    let ckpt = open_model(a.model.model.as_deref())?;
+    let config = ckpt.config()?;
+    let tok = ckpt.tokenizer()?;
+    let t0 = Instant::now();
+    let (dataset, tokens) = dataset_tokens(&tok, &a.data)?;
     let tokenize_s = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
@@ -127,7 +136,7 @@ pub fn ppl(a: PplArgs, quiet: bool) -> anyhow::Result<()> {
     let load_s = t1.elapsed().as_secs_f64();
     let source = ckpt.describe_source()?;
 
-    let params = PplParams { n_ctx: a.ctx, max_chunks: a.chunks, add_bos: tok.add_bos(), bos_id: tok.bos_id() };
+    let params = PplParams { n_ctx: a.data.ctx, max_chunks: a.data.chunks, add_bos: tok.add_bos(), bos_id: tok.bos_id() };
     let n_chunks = evalq::eval::perplexity::plan(tokens.len(), &params)?;
     if !a.json && !quiet {
         eprintln!("model:   {source}");
@@ -135,7 +144,7 @@ pub fn ppl(a: PplArgs, quiet: bool) -> anyhow::Result<()> {
         eprintln!("dataset: {} ({}, sha256 {}{})", dataset.name, dataset.path.display(), &dataset.sha256[..12],
             if dataset.verified { ", verified" } else { "" });
         eprintln!("tokens:  {} (tokenized in {tokenize_s:.2} s); {n_chunks} chunks of {}; isa {}, {} threads",
-            tokens.len(), a.ctx, isa::active().name(), rayon::current_num_threads());
+            tokens.len(), a.data.ctx, isa::active().name(), rayon::current_num_threads());
     }
     let pb = progress::bar(n_chunks as u64, "ppl", quiet || a.json);
     let t2 = Instant::now();
@@ -280,18 +289,12 @@ pub fn run(a: RunArgs, quiet: bool) -> anyhow::Result<()> {
 
     let ckpt = open_model(a.model.model.as_deref())?;
     let tok = ckpt.tokenizer()?;
-    let dataset = datasets::resolve_dataset(&a.dataset, a.data_dir.as_deref())?;
-    let text = datasets::read_text(&dataset)?;
-    let mut tokens = Vec::new();
-    if tok.add_bos() {
-        tokens.extend(tok.bos_id());
-    }
-    tokens.extend(tok.encode(&text)?);
+    let (dataset, tokens) = dataset_tokens(&tok, &a.data)?;
     let opts = RunOptions {
         formats: runner::parse_format_list(&a.formats)?,
         baseline: a.baseline.clone(),
-        n_ctx: a.ctx,
-        max_chunks: a.chunks,
+        n_ctx: a.data.ctx,
+        max_chunks: a.data.chunks,
         out_root: a.out.clone(),
         force: a.force,
         speed: evalq::run::speed::SpeedParams { pp_tokens: a.pp, tg_tokens: a.tg, reps: a.reps.max(1) },

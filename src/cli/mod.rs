@@ -101,18 +101,8 @@ pub struct RunArgs {
     /// The reference the formats are compared with: F32 (the source), F16 or BF16.
     #[arg(long, default_value = "F32")]
     pub baseline: String,
-    /// A dataset name from datasets/manifest.json, or a path to any text file.
-    #[arg(long, default_value = "wikitext-2")]
-    pub dataset: String,
-    /// Where to look for datasets first.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Context length of each chunk.
-    #[arg(long, default_value_t = 512)]
-    pub ctx: usize,
-    /// Evaluate at most this many chunks (default: the whole test set).
-    #[arg(long)]
-    pub chunks: Option<usize>,
+    #[command(flatten)]
+    pub data: EvalDataArgs,
     /// Where run directories are written.
     #[arg(long, default_value = "reports")]
     pub out: PathBuf,
@@ -166,10 +156,9 @@ pub struct TokenizeArgs {
     pub json: bool,
 }
 
+/// The text a model is scored on and how it is cut into chunks (shared by ppl and run).
 #[derive(Args, Debug)]
-pub struct PplArgs {
-    #[command(flatten)]
-    pub model: ModelArg,
+pub struct EvalDataArgs {
     /// A dataset name from datasets/manifest.json, or a path to any text file.
     #[arg(long, default_value = "wikitext-2")]
     pub dataset: String,
@@ -179,9 +168,17 @@ pub struct PplArgs {
     /// Context length of each chunk.
     #[arg(long, default_value_t = 512)]
     pub ctx: usize,
-    /// Evaluate at most this many chunks (default: all).
+    /// Evaluate at most this many chunks (default: the whole dataset).
     #[arg(long)]
     pub chunks: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct PplArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    #[command(flatten)]
+    pub data: EvalDataArgs,
     /// Evaluate in this file type, quantized in memory from the F32 source (e.g. Q4_K_M,
     /// Q4_K_L, Q6_K_pure); `native` runs the file's own tensor types; default: the F32 source.
     #[arg(long)]

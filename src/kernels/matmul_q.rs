@@ -223,19 +223,7 @@ fn quantize_row_q8_1_runtime(src: &[f32], dst: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic pseudo-random values in [-1, 1).
-    fn values(seed: u64, n: usize) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::vec_dot::tests::values;
 
     /// A `rows x cols` matrix of type `ty` with per-row magnitudes spread over two decades.
     fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {

@@ -101,11 +101,11 @@ fn simd_exact(ty: GgmlType, isa: Isa) -> Option<VecDotFn> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Deterministic pseudo-random values in [-1, 1).
-    fn values(seed: u64, n: usize) -> Vec<f32> {
+    /// Deterministic pseudo-random values in [-1, 1), shared with the matmul tests.
+    pub(crate) fn values(seed: u64, n: usize) -> Vec<f32> {
         let mut s = seed;
         (0..n)
             .map(|_| {
