@@ -307,6 +307,7 @@ pub fn run(inputs: &RunInputs, opts: &RunOptions, progress: &mut dyn Progress) -
             let nan = f64::NAN;
             Speed { pp_tps: nan, tg_tps: nan, tg_bytes_per_token: nan, tg_gbps: nan, bw_util_pct: nan, roofline_tg_tps: nan, ..Speed::default() }
         } else {
+            machine::release_free_memory();
             machine::reset_peak_rss();
             let w = load_weights(ckpt, &config, f, &metas)?;
             let mut s = State::new(&config, n_pos);
