@@ -1,11 +1,18 @@
-//! Causal attention for one query row over all heads, against keys and values of the rows
-//! before it.
+//! Causal attention over all heads, against keys and values of the rows before each query.
 //!
-//! The body is plain Rust written so that it vectorizes (eight independent partial sums, no
-//! reassociation needed), compiled once per instruction set through `#[target_feature]`
-//! wrappers. No FMA contraction happens in Rust, so every path gives the same bits.
+//! [`attend_rows`] is the kernel the forward pass runs. It reads keys from a transposed cache
+//! (per key/value head, one row of positions per head dimension), so the scores of 16 keys are
+//! computed side by side, one key per SIMD lane, for several queries at once, and the weighted
+//! sum of values takes each value row once for all of those queries. [`attend_row`], one query
+//! against row-major keys, is its scalar reference: both sum every score in the same order
+//! (eight partial sums over the head dimension, combined as a fixed tree) and every output in
+//! key order, so they give the same bits.
+//!
+//! The bodies are plain Rust written so that they vectorize without reassociation, compiled once
+//! per instruction set through `#[target_feature]` wrappers. No FMA contraction happens in Rust,
+//! so every path gives the same bits.
 
-use super::isa::{self, Isa};
+use super::isa;
 
 /// Shapes of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -20,33 +27,370 @@ pub struct AttnShape {
     pub scale: f32,
 }
 
-/// Writes the attention output of query row `t` (`q_row`, all heads) into `out_row`, attending
-/// to key/value rows `0..=t`. `scores` needs room for `t + 1` values.
-pub fn attend_row(s: &AttnShape, q_row: &[f32], k: &[f32], v: &[f32], t: usize, scores: &mut [f32], out_row: &mut [f32]) {
+/// Keys whose scores are computed together: one per lane of a 512-bit vector.
+pub const KEY_BLOCK: usize = 16;
+/// Queries attended together: their scores share each loaded key block, and their outputs each
+/// loaded value row.
+const QUERY_BLOCK: usize = 4;
+
+/// Keys transposed for [`attend_rows`]: element `(g * head_dim + i) * stride + j` is dimension
+/// `i` of key/value head `g` at position `j`. `stride` is a multiple of [`KEY_BLOCK`], and
+/// positions past the cached ones may hold anything (their lanes are computed and ignored).
+#[derive(Clone, Copy)]
+pub struct KeysT<'a> {
+    pub data: &'a [f32],
+    pub stride: usize,
+}
+
+/// Writes the attention output of the query rows `q` (row `r` at position `t0 + r`, all heads)
+/// into `out`, each attending to positions `0..=t0 + r`. `v` holds row-major values. `scores`
+/// is scratch space, grown as needed.
+pub fn attend_rows(s: &AttnShape, q: &[f32], kt: KeysT, v: &[f32], t0: usize, scores: &mut Vec<f32>, out: &mut [f32]) {
     match isa::active() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Avx512 is active only after `Isa::is_available` confirmed the features.
-        Isa::Avx512 => unsafe { attend_avx512(s, q_row, k, v, t, scores, out_row) },
+        isa::Isa::Avx512 => unsafe { attend_rows_avx512(s, q, kt, v, t0, scores, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for AVX2 and FMA.
-        Isa::Avx2 => unsafe { attend_avx2(s, q_row, k, v, t, scores, out_row) },
-        _ => attend_impl(s, q_row, k, v, t, scores, out_row),
+        isa::Isa::Avx2 => unsafe { attend_rows_avx2(s, q, kt, v, t0, scores, out) },
+        _ => attend_rows_impl::<Scalar16>(s, q, kt, v, t0, scores, out),
     }
 }
 
 /// # Safety
-/// The CPU must support AVX-512F and AVX-512BW.
+/// The CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-unsafe fn attend_avx512(s: &AttnShape, q_row: &[f32], k: &[f32], v: &[f32], t: usize, scores: &mut [f32], out_row: &mut [f32]) {
-    attend_impl(s, q_row, k, v, t, scores, out_row)
+unsafe fn attend_rows_avx512(
+    s: &AttnShape,
+    q: &[f32],
+    kt: KeysT,
+    v: &[f32],
+    t0: usize,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_rows_impl::<x86::Avx512>(s, q, kt, v, t0, scores, out)
 }
 
 /// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_avx2(s: &AttnShape, q_row: &[f32], k: &[f32], v: &[f32], t: usize, scores: &mut [f32], out_row: &mut [f32]) {
+unsafe fn attend_rows_avx2(
+    s: &AttnShape,
+    q: &[f32],
+    kt: KeysT,
+    v: &[f32],
+    t0: usize,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    attend_rows_impl::<x86::Avx2>(s, q, kt, v, t0, scores, out)
+}
+
+/// Sixteen f32 lanes: the only operations attention needs, each lane-wise and exactly rounded
+/// (separate multiply and add, never fused), so every implementation gives the same bits.
+trait V16: Copy {
+    /// # Safety
+    /// `p` must point to 16 readable f32 values.
+    unsafe fn load(p: *const f32) -> Self;
+    /// # Safety
+    /// `p` must point to 16 writable f32 values.
+    unsafe fn store(self, p: *mut f32);
+    fn splat(x: f32) -> Self;
+    fn zero() -> Self {
+        Self::splat(0.0)
+    }
+    /// `self + a * b`, rounded after the product and after the sum.
+    fn mul_add_sep(self, a: Self, b: Self) -> Self;
+    fn add(self, b: Self) -> Self;
+    fn mul(self, b: Self) -> Self;
+}
+
+/// The scalar reference of [`V16`].
+#[derive(Clone, Copy)]
+struct Scalar16([f32; 16]);
+
+impl V16 for Scalar16 {
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Scalar16(std::ptr::read_unaligned(p as *const [f32; 16]))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        std::ptr::write_unaligned(p as *mut [f32; 16], self.0)
+    }
+    #[inline(always)]
+    fn splat(x: f32) -> Self {
+        Scalar16([x; 16])
+    }
+    #[inline(always)]
+    fn mul_add_sep(self, a: Self, b: Self) -> Self {
+        Scalar16(std::array::from_fn(|i| self.0[i] + a.0[i] * b.0[i]))
+    }
+    #[inline(always)]
+    fn add(self, b: Self) -> Self {
+        Scalar16(std::array::from_fn(|i| self.0[i] + b.0[i]))
+    }
+    #[inline(always)]
+    fn mul(self, b: Self) -> Self {
+        Scalar16(std::array::from_fn(|i| self.0[i] * b.0[i]))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::V16;
+    use std::arch::x86_64::*;
+
+    /// One 512-bit register.
+    #[derive(Clone, Copy)]
+    pub struct Avx512(__m512);
+
+    impl V16 for Avx512 {
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx512(_mm512_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self.0)
+        }
+        #[inline(always)]
+        fn splat(x: f32) -> Self {
+            // SAFETY: only reached from functions compiled with AVX-512F enabled.
+            unsafe { Avx512(_mm512_set1_ps(x)) }
+        }
+        #[inline(always)]
+        fn mul_add_sep(self, a: Self, b: Self) -> Self {
+            // SAFETY: as above.
+            unsafe { Avx512(_mm512_add_ps(self.0, _mm512_mul_ps(a.0, b.0))) }
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            // SAFETY: as above.
+            unsafe { Avx512(_mm512_add_ps(self.0, b.0)) }
+        }
+        #[inline(always)]
+        fn mul(self, b: Self) -> Self {
+            // SAFETY: as above.
+            unsafe { Avx512(_mm512_mul_ps(self.0, b.0)) }
+        }
+    }
+
+    /// Two 256-bit registers.
+    #[derive(Clone, Copy)]
+    pub struct Avx2(__m256, __m256);
+
+    impl V16 for Avx2 {
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx2(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self.0);
+            _mm256_storeu_ps(p.add(8), self.1)
+        }
+        #[inline(always)]
+        fn splat(x: f32) -> Self {
+            // SAFETY: only reached from functions compiled with AVX2 enabled.
+            unsafe { Avx2(_mm256_set1_ps(x), _mm256_set1_ps(x)) }
+        }
+        #[inline(always)]
+        fn mul_add_sep(self, a: Self, b: Self) -> Self {
+            // SAFETY: as above.
+            unsafe {
+                Avx2(_mm256_add_ps(self.0, _mm256_mul_ps(a.0, b.0)), _mm256_add_ps(self.1, _mm256_mul_ps(a.1, b.1)))
+            }
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            // SAFETY: as above.
+            unsafe { Avx2(_mm256_add_ps(self.0, b.0), _mm256_add_ps(self.1, b.1)) }
+        }
+        #[inline(always)]
+        fn mul(self, b: Self) -> Self {
+            // SAFETY: as above.
+            unsafe { Avx2(_mm256_mul_ps(self.0, b.0), _mm256_mul_ps(self.1, b.1)) }
+        }
+    }
+}
+
+#[inline(always)]
+fn attend_rows_impl<V: V16>(
+    s: &AttnShape,
+    q: &[f32],
+    kt: KeysT,
+    v: &[f32],
+    t0: usize,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let hd = s.head_dim;
+    let qd = s.n_head * hd;
+    let nq = q.len() / qd;
+    assert!(q.len() == nq * qd && out.len() == q.len(), "query and output rows differ");
+    let n_keys = t0 + nq;
+    let padded = n_keys.next_multiple_of(KEY_BLOCK);
+    assert!(
+        kt.stride >= padded && kt.data.len() >= (s.n_head / s.group) * hd * kt.stride,
+        "keys shorter than attended"
+    );
+    assert!(
+        v.len() >= n_keys * s.kv_stride && s.kv_stride >= (s.n_head / s.group) * hd,
+        "values shorter than attended"
+    );
+    scores.resize(QUERY_BLOCK * padded, 0.0);
+    for h in 0..s.n_head {
+        let g = h / s.group;
+        let kt_head = &kt.data[g * hd * kt.stride..(g + 1) * hd * kt.stride];
+        for r0 in (0..nq).step_by(QUERY_BLOCK) {
+            let nb = QUERY_BLOCK.min(nq - r0);
+            // Keys up to the last query of the block; row `i` uses `0..=t0 + r0 + i`.
+            let last = t0 + r0 + nb - 1;
+            let qh = |i: usize| &q[(r0 + i) * qd + h * hd..(r0 + i) * qd + (h + 1) * hd];
+            for j0 in (0..=last).step_by(KEY_BLOCK) {
+                if nb == QUERY_BLOCK {
+                    let qs: [&[f32]; QUERY_BLOCK] = std::array::from_fn(qh);
+                    // SAFETY: `j0 + 16 <= padded <= stride` and every row of `kt_head` has `stride`
+                    // values; `scores` holds QUERY_BLOCK rows of `padded`.
+                    unsafe { scores_block::<V, QUERY_BLOCK>(qs, kt_head, kt.stride, j0, s.scale, scores, padded) };
+                } else {
+                    for i in 0..nb {
+                        // SAFETY: as above, for row `i` of `scores`.
+                        unsafe {
+                            scores_block::<V, 1>(
+                                [qh(i)],
+                                kt_head,
+                                kt.stride,
+                                j0,
+                                s.scale,
+                                &mut scores[i * padded..],
+                                padded,
+                            )
+                        };
+                    }
+                }
+            }
+            // Softmax per query, in key order, as `attend_row` does.
+            let mut inv = [0f32; QUERY_BLOCK];
+            for (i, inv_i) in inv.iter_mut().enumerate().take(nb) {
+                let sc = &mut scores[i * padded..i * padded + t0 + r0 + i + 1];
+                let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let mut sum = 0f64;
+                for sj in sc.iter_mut() {
+                    *sj = (*sj - max).exp();
+                    sum += *sj as f64;
+                }
+                *inv_i = (1.0 / sum) as f32;
+            }
+            // Weighted sum of values in key order, 16 dimensions at a time, each value row
+            // read once for the block's queries.
+            let kv_off = g * hd;
+            let main = hd / 16 * 16;
+            for e0 in (0..main).step_by(16) {
+                let mut o = [V::zero(); QUERY_BLOCK];
+                // Keys every query of a full block attends to: a fixed-size loop, so the
+                // outputs stay in registers.
+                let shared = if nb == QUERY_BLOCK { t0 + r0 + 1 } else { 0 };
+                for j in 0..shared {
+                    // SAFETY: as below.
+                    let vj = unsafe { V::load(v.as_ptr().add(j * s.kv_stride + kv_off + e0)) };
+                    for i in 0..QUERY_BLOCK {
+                        let p = scores[i * padded + j] * inv[i];
+                        o[i] = o[i].mul_add_sep(V::splat(p), vj);
+                    }
+                }
+                for j in shared..=last {
+                    // SAFETY: `j < n_keys` and `kv_off + e0 + 16 <= kv_stride` (asserted above).
+                    let vj = unsafe { V::load(v.as_ptr().add(j * s.kv_stride + kv_off + e0)) };
+                    for (i, oi) in o.iter_mut().enumerate().take(nb).skip(j.saturating_sub(t0 + r0)) {
+                        let p = scores[i * padded + j] * inv[i];
+                        *oi = oi.mul_add_sep(V::splat(p), vj);
+                    }
+                }
+                for (i, oi) in o.iter().enumerate().take(nb) {
+                    let dst = &mut out[(r0 + i) * qd + h * hd + e0..(r0 + i) * qd + h * hd + e0 + 16];
+                    // SAFETY: `dst` has 16 values.
+                    unsafe { oi.store(dst.as_mut_ptr()) };
+                }
+            }
+            for i in 0..nb {
+                let orow = &mut out[(r0 + i) * qd + h * hd + main..(r0 + i) * qd + (h + 1) * hd];
+                orow.fill(0.0);
+                for j in 0..=t0 + r0 + i {
+                    let vj = &v[j * s.kv_stride + kv_off + main..j * s.kv_stride + kv_off + hd];
+                    let p = scores[i * padded + j] * inv[i];
+                    for (oi, &vi) in orow.iter_mut().zip(vj) {
+                        *oi += p * vi;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scaled scores of the `NQ` query heads `qs` against keys `j0..j0 + 16`, written to
+/// `scores[i * row + j0..]`, summed exactly as [`dot8`] sums one pair: partial sum `l` takes
+/// dimensions `l, l + 8, ...` in order, the eight are combined as a fixed tree, and a tail of
+/// `hd % 8` dimensions is added last.
+///
+/// # Safety
+/// Every one of the `hd` rows of `kt` (stride `stride`) must hold `j0 + 16` values, and
+/// `scores` must hold `(NQ - 1) * row + j0 + 16`.
+// Indexing by partial sum and by query is the point: it fixes the summation order.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn scores_block<V: V16, const NQ: usize>(
+    qs: [&[f32]; NQ],
+    kt: &[f32],
+    stride: usize,
+    j0: usize,
+    scale: f32,
+    scores: &mut [f32],
+    row: usize,
+) {
+    let hd = qs[0].len();
+    debug_assert!(kt.len() >= (hd.max(1) - 1) * stride + j0 + 16 && scores.len() >= (NQ - 1) * row + j0 + 16);
+    let key = |e: usize| V::load(kt.as_ptr().add(e * stride + j0));
+    let main = hd / 8 * 8;
+    let mut res = [V::zero(); NQ];
+    let mut acc = [[V::zero(); 8]; NQ];
+    for c in (0..main).step_by(8) {
+        for l in 0..8 {
+            let k = key(c + l);
+            for i in 0..NQ {
+                acc[i][l] = acc[i][l].mul_add_sep(V::splat(*qs[i].get_unchecked(c + l)), k);
+            }
+        }
+    }
+    for i in 0..NQ {
+        let a = &acc[i];
+        let mut sum = (a[0].add(a[4]).add(a[2].add(a[6]))).add(a[1].add(a[5]).add(a[3].add(a[7])));
+        for e in main..hd {
+            sum = sum.mul_add_sep(V::splat(qs[i][e]), key(e));
+        }
+        res[i] = sum.mul(V::splat(scale));
+    }
+    for (i, r) in res.iter().enumerate() {
+        r.store(scores.as_mut_ptr().add(i * row + j0));
+    }
+}
+
+/// Writes the attention output of query row `t` (`q_row`, all heads) into `out_row`,
+/// attending to row-major key/value rows `0..=t`. `scores` needs room for `t + 1` values. The
+/// scalar reference of [`attend_rows`], which gives the same bits.
+pub fn attend_row(
+    s: &AttnShape,
+    q_row: &[f32],
+    k: &[f32],
+    v: &[f32],
+    t: usize,
+    scores: &mut [f32],
+    out_row: &mut [f32],
+) {
     attend_impl(s, q_row, k, v, t, scores, out_row)
 }
 
@@ -101,30 +445,65 @@ fn dot8(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::isa::Isa;
 
+    /// `attend_rows` on every instruction set, for several batch offsets and row counts
+    /// (query blocks with leftovers, key blocks cut by the causal edge) and head sizes with and
+    /// without a tail of `hd % 8`, gives the bits of `attend_row` one query at a time.
     #[test]
-    fn every_isa_matches_the_scalar_body_bit_for_bit() {
-        let (t, n_head, n_kv, hd) = (37, 4, 2, 20);
-        let shape = AttnShape { n_head, group: n_head / n_kv, head_dim: hd, kv_stride: n_kv * hd, scale: 0.2 };
-        let gen = |n: usize, seed: u32| -> Vec<f32> { (0..n).map(|i| ((i as u32 * 2654435761 ^ seed) % 1000) as f32 / 500.0 - 1.0).collect() };
-        let q = gen(n_head * hd, 1);
-        let k = gen((t + 1) * n_kv * hd, 2);
-        let v = gen((t + 1) * n_kv * hd, 3);
-        let mut scores = vec![0f32; t + 1];
-        let mut want = vec![0f32; n_head * hd];
-        attend_impl(&shape, &q, &k, &v, t, &mut scores, &mut want);
-        // Softmax weights sum to one, so each output lies within the range of the values.
-        assert!(want.iter().all(|o| o.abs() <= 1.0 + 1e-5));
-        for isa in Isa::available() {
-            let mut got = vec![0f32; n_head * hd];
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { attend_avx512(&shape, &q, &k, &v, t, &mut scores, &mut got) },
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { attend_avx2(&shape, &q, &k, &v, t, &mut scores, &mut got) },
-                _ => attend_impl(&shape, &q, &k, &v, t, &mut scores, &mut got),
+    fn attend_rows_matches_attend_row_bit_for_bit() {
+        let gen = |n: usize, seed: u32| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) % 1000)
+                .map(|x| x as f32 / 500.0 - 1.0)
+                .collect()
+        };
+        for (n_head, n_kv, hd) in [(4, 2, 20), (6, 3, 64), (2, 1, 8)] {
+            for (t0, nq) in [(0, 1), (0, 7), (5, 1), (13, 9), (0, 40), (31, 17)] {
+                let n_keys = t0 + nq;
+                let shape = AttnShape { n_head, group: n_head / n_kv, head_dim: hd, kv_stride: n_kv * hd, scale: 0.3 };
+                let q = gen(nq * n_head * hd, 1);
+                let k = gen(n_keys * n_kv * hd, 2);
+                let v = gen(n_keys * n_kv * hd, 3);
+                let stride = n_keys.next_multiple_of(KEY_BLOCK) + KEY_BLOCK;
+                // Unused positions hold NaN: lanes past the causal edge must be ignored.
+                let mut kt = vec![f32::NAN; n_kv * hd * stride];
+                for j in 0..n_keys {
+                    for e in 0..n_kv * hd {
+                        kt[e * stride + j] = k[j * n_kv * hd + e];
+                    }
+                }
+                let qd = n_head * hd;
+                let mut want = vec![0f32; nq * qd];
+                let mut sc = vec![0f32; n_keys];
+                for r in 0..nq {
+                    attend_row(
+                        &shape,
+                        &q[r * qd..(r + 1) * qd],
+                        &k,
+                        &v,
+                        t0 + r,
+                        &mut sc,
+                        &mut want[r * qd..(r + 1) * qd],
+                    );
+                }
+                // Softmax weights sum to one, so each output lies within the range of the values.
+                assert!(want.iter().all(|o| o.abs() <= 1.0 + 1e-5));
+                for isa in Isa::available() {
+                    let mut got = vec![0f32; nq * qd];
+                    let mut scratch = Vec::new();
+                    let kts = KeysT { data: &kt, stride };
+                    match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx512 => unsafe { attend_rows_avx512(&shape, &q, kts, &v, t0, &mut scratch, &mut got) },
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx2 => unsafe { attend_rows_avx2(&shape, &q, kts, &v, t0, &mut scratch, &mut got) },
+                        _ => attend_rows_impl::<Scalar16>(&shape, &q, kts, &v, t0, &mut scratch, &mut got),
+                    }
+                    let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{} hd {hd} t0 {t0} nq {nq}", isa.name());
+                }
             }
-            assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{}", isa.name());
         }
     }
 }

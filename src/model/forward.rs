@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::attention::{attend_row, AttnShape};
+use crate::kernels::attention::{attend_rows, AttnShape, KeysT, KEY_BLOCK};
 use crate::model::config::{LlamaConfig, RopeMode};
 use crate::model::weights::{LayerWeights, LlamaWeights};
 
@@ -26,11 +26,14 @@ pub struct State {
     v: Vec<f32>,
     /// (n_ctx, n_head * head_dim): attention output before `wo`.
     att: Vec<f32>,
-    /// Per layer, (n_ctx, n_kv_head * head_dim): the KV cache, keys after RoPE, both rounded
-    /// to f16 values as llama.cpp's default f16 cache stores them (held as f32 so attention
-    /// reads them without conversion).
+    /// The KV cache, keys after RoPE, both rounded to f16 values as llama.cpp's default f16
+    /// cache stores them (held as f32 so attention reads them without conversion). Keys are
+    /// transposed, per layer (n_kv_head * head_dim, kt_stride), so attention scores 16
+    /// positions per vector; values are per layer (n_ctx, n_kv_head * head_dim).
     k_cache: Vec<f32>,
     v_cache: Vec<f32>,
+    /// Row length of the transposed keys: n_ctx rounded up to whole key blocks.
+    kt_stride: usize,
     /// Tokens already in the cache: the position of the next token.
     pos: usize,
     /// (n_ctx, d_model): output of `wo` or `w_down`.
@@ -57,7 +60,8 @@ impl State {
             k: vec![0.0; n_ctx * c.kv_dim()],
             v: vec![0.0; n_ctx * c.kv_dim()],
             att: vec![0.0; n_ctx * c.q_dim()],
-            k_cache: vec![0.0; c.n_layer * n_ctx * c.kv_dim()],
+            k_cache: vec![0.0; c.n_layer * n_ctx.next_multiple_of(KEY_BLOCK) * c.kv_dim()],
+            kt_stride: n_ctx.next_multiple_of(KEY_BLOCK),
             v_cache: vec![0.0; c.n_layer * n_ctx * c.kv_dim()],
             pos: 0,
             proj: vec![0.0; n_ctx * c.d_model],
@@ -156,18 +160,21 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, 
         }
     });
     // The KV cache holds f16 in llama.cpp by default; round as it does.
-    let layer_cache = il * s.n_ctx * kvd;
-    let kc = &mut s.k_cache[layer_cache + p0 * kvd..layer_cache + (p0 + n) * kvd];
-    for (dst, &src) in kc.iter_mut().zip(&s.k[..n * kvd]) {
-        *dst = half::f16::from_f32(src).to_f32();
+    let kts = s.kt_stride;
+    let kt_layer = &mut s.k_cache[il * kvd * kts..(il + 1) * kvd * kts];
+    for (t, row) in s.k[..n * kvd].chunks_exact(kvd).enumerate() {
+        for (e, &src) in row.iter().enumerate() {
+            kt_layer[e * kts + p0 + t] = half::f16::from_f32(src).to_f32();
+        }
     }
+    let layer_cache = il * s.n_ctx * kvd;
     let vc = &mut s.v_cache[layer_cache + p0 * kvd..layer_cache + (p0 + n) * kvd];
     for (dst, &src) in vc.iter_mut().zip(&s.v[..n * kvd]) {
         *dst = half::f16::from_f32(src).to_f32();
     }
 
     let q = &s.q;
-    let k = &s.k_cache[layer_cache..layer_cache + (p0 + n) * kvd];
+    let kt = KeysT { data: &s.k_cache[il * kvd * kts..(il + 1) * kvd * kts], stride: kts };
     let v = &s.v_cache[layer_cache..layer_cache + (p0 + n) * kvd];
     let shape = AttnShape {
         n_head: c.n_head,
@@ -178,15 +185,11 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, 
     };
     // Rows are independent; small chunks balance the causal triangle's uneven rows.
     const ROWS: usize = 8;
-    s.att[..n * qd].par_chunks_mut(ROWS * qd).enumerate().for_each_init(
-        || vec![0f32; p0 + n],
-        |scores, (chunk, out)| {
-            for (r, out_row) in out.chunks_exact_mut(qd).enumerate() {
-                let t = chunk * ROWS + r;
-                attend_row(&shape, &q[t * qd..(t + 1) * qd], k, v, p0 + t, scores, out_row);
-            }
-        },
-    );
+    s.att[..n * qd].par_chunks_mut(ROWS * qd).enumerate().for_each_init(Vec::new, |scores, (chunk, out)| {
+        let r0 = chunk * ROWS;
+        let nr = out.len() / qd;
+        attend_rows(&shape, &q[r0 * qd..(r0 + nr) * qd], kt, v, p0 + r0, scores, out);
+    });
 
     l.wo.matmul(&s.att[..n * qd], &mut s.proj[..n * d], n, &mut s.qbuf);
     for (x, p) in s.x[..n * d].iter_mut().zip(&s.proj[..n * d]) {
