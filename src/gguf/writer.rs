@@ -49,9 +49,10 @@ impl<'a> GgufWriter<'a> {
             .unwrap_or(DEFAULT_ALIGNMENT)
     }
 
-    /// Writes the file to `path` atomically (temporary file, then rename).
+    /// Writes the file to `path` atomically (temporary file, then rename), without syncing:
+    /// a GGUF file can always be made again (see [`crate::util::write_atomic_unsynced`]).
     pub fn write(&self, path: &Path) -> Result<()> {
-        crate::util::write_atomic(path, |w| self.write_to(w, path))
+        crate::util::write_atomic_unsynced(path, |w| self.write_to(w, path))
     }
 
     fn write_to(&self, w: &mut BufWriter<std::fs::File>, path: &Path) -> Result<()> {
