@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::isa::{self, Isa};
-use super::vec_dot::{self, VecDot4Fn};
+use super::vec_dot::{self, Prepared4, VecDot4Fn};
 use crate::formats::{self, VecDotFn};
 use crate::gguf::GgmlType;
 
@@ -65,26 +65,34 @@ pub fn matmul_with(
     assert_eq!(w.len(), rows * w_row, "weights have the wrong length");
     assert_eq!(x.len(), n_tokens * cols, "x has the wrong length");
     assert_eq!(y.len(), n_tokens * rows, "y has the wrong length");
-    let k = Kernels { dot, dot4: vec_dot::select4(ty, isa), cols, w_row, x_row };
+    let prompt = n_tokens >= TOKEN_BLOCK / 2;
+    // The prompt path prefers the kernel on prepared activation rows where there is one.
+    let prepared = if prompt { vec_dot::select4_prepared(ty, isa) } else { None };
+    let p_row = prepared.map_or(0, |p| p.row_bytes(cols));
+    let k = Kernels { dot, dot4: vec_dot::select4(ty, isa), prepared, cols, w_row, x_row, p_row };
 
-    scratch.resize(n_tokens * x_row, 0);
-    let xq = &mut scratch[..n_tokens * x_row];
+    scratch.resize(n_tokens * (x_row + p_row), 0);
+    let (xq, xp) = scratch.split_at_mut(n_tokens * x_row);
     xq.par_chunks_mut(x_row).zip(x.par_chunks(cols)).for_each(|(q, xr)| quantize_act(xr, q));
-    let xq = &scratch[..n_tokens * x_row];
+    if let Some(p) = prepared {
+        xp.par_chunks_mut(p_row).zip(xq.par_chunks(x_row)).for_each(|(o, q)| (p.prepare)(cols, q, o));
+    }
+    let (xq, xp) = (&*xq, &*xp);
 
     // Every output is computed by exactly one kernel call whose inputs (one weight row, one or
     // four activation rows) do not depend on how the work is split, and the four-row kernel
     // gives the one-row kernel's bits: results do not depend on the thread count.
-    if n_tokens >= TOKEN_BLOCK / 2 {
+    if prompt {
         // Prompt: split the tokens across threads; each task streams all weight rows.
         let row_block = (WEIGHT_BLOCK_BYTES / w_row).max(1);
         y.par_chunks_mut(TOKEN_BLOCK * rows).enumerate().for_each(|(b, yb)| {
             let t0 = b * TOKEN_BLOCK;
             let nt = yb.len() / rows;
             let xb = &xq[t0 * x_row..(t0 + nt) * x_row];
+            let pb = &xp[t0 * p_row..(t0 + nt) * p_row];
             for r0 in (0..rows).step_by(row_block) {
                 let r1 = (r0 + row_block).min(rows);
-                k.products(&w[r0 * w_row..r1 * w_row], xb, |t, r, v| yb[t * rows + r0 + r] = v);
+                k.products(&w[r0 * w_row..r1 * w_row], xb, pb, |t, r, v| yb[t * rows + r0 + r] = v);
             }
         });
     } else {
@@ -98,7 +106,7 @@ pub fn matmul_with(
                 let r1 = (r0 + GEN_ROWS).min(rows);
                 let width = r1 - r0;
                 let mut part = vec![0f32; width * n_tokens];
-                k.products(&w[r0 * w_row..r1 * w_row], xq, |t, r, v| part[t * width + r] = v);
+                k.products(&w[r0 * w_row..r1 * w_row], xq, &[], |t, r, v| part[t * width + r] = v);
                 part
             })
             .collect();
@@ -117,10 +125,13 @@ struct Kernels {
     dot: VecDotFn,
     /// One weight row against four activation rows, where the instruction set has one.
     dot4: Option<VecDot4Fn>,
+    /// The same on prepared activation rows, preferred where it exists (prompt path only).
+    prepared: Option<Prepared4>,
     cols: usize,
-    /// Bytes per weight row and per quantized activation row.
+    /// Bytes per weight row, per quantized activation row and per prepared activation row.
     w_row: usize,
     x_row: usize,
+    p_row: usize,
 }
 
 impl Kernels {
@@ -128,13 +139,27 @@ impl Kernels {
     /// `out(token, row, value)` (indices relative to the slices). Tokens go in groups of four
     /// through `dot4`, each group against all rows, so each pair of weight blocks is unpacked
     /// once per four tokens; leftover tokens (or all, without `dot4`) go through `dot`.
+    /// `xp` holds the same rows prepared for `self.prepared`, when that is set.
     #[inline]
-    fn products(&self, w: &[u8], xq: &[u8], mut out: impl FnMut(usize, usize, f32)) {
+    fn products(&self, w: &[u8], xq: &[u8], xp: &[u8], mut out: impl FnMut(usize, usize, f32)) {
         let (rows, nt) = (w.len() / self.w_row, xq.len() / self.x_row);
         let w_at = |r: usize| &w[r * self.w_row..(r + 1) * self.w_row];
         let x_at = |t: usize| &xq[t * self.x_row..(t + 1) * self.x_row];
         let mut t0 = 0;
-        if let Some(dot4) = self.dot4 {
+        if let Some(p) = self.prepared {
+            let p_at = |t: usize| &xp[t * self.p_row..(t + 1) * self.p_row];
+            while t0 + 4 <= nt {
+                let ys = [p_at(t0), p_at(t0 + 1), p_at(t0 + 2), p_at(t0 + 3)];
+                let mut v = [0f32; 4];
+                for r in 0..rows {
+                    (p.dot4)(self.cols, w_at(r), ys, &mut v);
+                    for (j, &vj) in v.iter().enumerate() {
+                        out(t0 + j, r, vj);
+                    }
+                }
+                t0 += 4;
+            }
+        } else if let Some(dot4) = self.dot4 {
             while t0 + 4 <= nt {
                 let ys = [x_at(t0), x_at(t0 + 1), x_at(t0 + 2), x_at(t0 + 3)];
                 let mut v = [0f32; 4];

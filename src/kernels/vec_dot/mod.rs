@@ -34,6 +34,41 @@ pub fn select(ty: GgmlType, isa: Isa) -> Option<VecDotFn> {
 /// it. Panics unless every row holds `n / block_size` blocks.
 pub type VecDot4Fn = fn(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]);
 
+/// Rearranges one quantized activation row of `n` values into a prepared kernel's layout.
+pub type PrepareFn = fn(n: usize, y: &[u8], out: &mut [u8]);
+
+/// A four-row kernel that reads activation rows rearranged once per matrix product
+/// ([`Prepared4::prepare`]) rather than the quantized rows themselves, so the per-token work in
+/// the inner loop shrinks; each result is bit-identical to [`select`]'s kernel on the raw row.
+#[derive(Clone, Copy)]
+pub struct Prepared4 {
+    pub prepare: PrepareFn,
+    pub dot4: VecDot4Fn,
+    /// Prepared bytes per pair of `block`-value blocks (an odd last block takes a whole pair).
+    pub pair_bytes: usize,
+    pub block: usize,
+}
+
+impl Prepared4 {
+    /// Bytes of one prepared row of `n` values.
+    pub fn row_bytes(&self, n: usize) -> usize {
+        (n / self.block).div_ceil(2) * self.pair_bytes
+    }
+}
+
+/// The prepared four-row kernel for weights of type `ty` on `isa`, where one exists (AVX-512
+/// with VNNI, the 32-block formats); `isa` must be available, as for [`select`].
+pub fn select4_prepared(ty: GgmlType, isa: Isa) -> Option<Prepared4> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => x86_legacy::avx512(ty).and(x86_legacy::avx512_x4_prepared(ty)),
+        _ => {
+            let _ = ty;
+            None
+        }
+    }
+}
+
 /// A kernel that dots one weight row of type `ty` with four activation rows at once, unpacking
 /// each weight block once for all four (the prompt path's main cost otherwise), or `None` where
 /// none exists for `isa` (then call [`select`]'s kernel per row).

@@ -139,6 +139,50 @@ fn avx512_x4_pick(ty: GgmlType, vnni: bool) -> Option<VecDot4Fn> {
     })
 }
 
+/// The prepared-activation four-row kernel for weights of type `ty` and the function that
+/// prepares its activation rows, where this CPU has AVX512-VNNI (and `avx512_x4` would pick the
+/// VNNI kernel, whose bits it reproduces).
+pub(super) fn avx512_x4_prepared(ty: GgmlType) -> Option<super::Prepared4> {
+    if !is_x86_feature_detected!("avx512vnni") || avx512_x4_pick(ty, true).is_none() {
+        return None;
+    }
+    use GgmlType as T;
+    let (prepare, dot4): (super::PrepareFn, VecDot4Fn) = match ty {
+        T::Q4_0 => (p_q4_0, w4p_q4_0),
+        T::Q4_1 => (p_q4_1, w4p_q4_1),
+        T::Q5_0 => (p_q5_0, w4p_q5_0),
+        T::Q5_1 => (p_q5_1, w4p_q5_1),
+        T::Q8_0 => (p_q8_0, w4p_q8_0),
+        T::IQ4_NL => (p_iq4_nl, w4p_iq4_nl),
+        _ => return None,
+    };
+    Some(super::Prepared4 { prepare, dot4, pair_bytes: avx512::PREP_PAIR, block: QK })
+}
+
+/// Safe wrappers of the activation preparation and the prepared four-row kernels.
+macro_rules! wrappers_prepared {
+    ($($p:ident => $pinner:path, $w:ident => $winner:path;)*) => {$(
+        fn $p(n: usize, y: &[u8], out: &mut [u8]) {
+            // SAFETY: only handed out by `avx512_x4_prepared` after AVX512-VNNI was detected
+            // and `select4`'s caller confirmed AVX-512 (the x4 table checked F16C and FMA).
+            unsafe { $pinner(n, y, out) }
+        }
+        fn $w(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]) {
+            // SAFETY: as above.
+            *out = unsafe { $winner(n, x, ys) };
+        }
+    )*};
+}
+
+wrappers_prepared! {
+    p_q4_0 => avx512::prep_q4_0, w4p_q4_0 => avx512::q4_0_vnni_x4p;
+    p_q4_1 => avx512::prep_q4_1, w4p_q4_1 => avx512::q4_1_vnni_x4p;
+    p_q5_0 => avx512::prep_q5_0, w4p_q5_0 => avx512::q5_0_vnni_x4p;
+    p_q5_1 => avx512::prep_q5_1, w4p_q5_1 => avx512::q5_1_vnni_x4p;
+    p_q8_0 => avx512::prep_q8_0, w4p_q8_0 => avx512::q8_0_vnni_x4p;
+    p_iq4_nl => avx512::prep_iq4_nl, w4p_iq4_nl => avx512::iq4_nl_vnni_x4p;
+}
+
 /// Safe wrappers: the function pointers the tables hand out.
 macro_rules! wrappers {
     ($($name:ident => $inner:path;)*) => {$(
@@ -757,6 +801,10 @@ mod avx512 {
         /// The integer sums of unpacked weights `w` against activation blocks `ya`, `yb`: block
         /// A in lanes 0..8, block B in lanes 8..16.
         unsafe fn sums<P: Products>(w: Prepared, ya: *const u8, yb: *const u8) -> __m512i;
+        /// Whether the weights sit on the unsigned side of the products (Q4_1, Q5_1: plain
+        /// `dpbusd(0, q, y)`), so prepared activations keep their raw bytes; the others take
+        /// `Vnni<true>`'s `dpbusd(c, y ^ 0x80, w)`, so prepared activations carry the bias.
+        const RAW_ACT: bool = false;
     }
 
     impl Pair for Q4_0 {
@@ -771,6 +819,7 @@ mod avx512 {
     }
 
     impl Pair for Q4_1 {
+        const RAW_ACT: bool = true;
         #[inline(always)]
         unsafe fn unpack<P: Products>(_: __m512i, xa: *const u8, xb: *const u8) -> Prepared {
             let q = nibbles_pair(xa.add(4), xb.add(4));
@@ -795,6 +844,7 @@ mod avx512 {
     }
 
     impl Pair for Q5_1 {
+        const RAW_ACT: bool = true;
         #[inline(always)]
         unsafe fn unpack<P: Products>(_: __m512i, xa: *const u8, xb: *const u8) -> Prepared {
             let q = add_fifth_bits(nibbles_pair(xa.add(8), xb.add(8)), xa.add(4), xb.add(4));
@@ -898,6 +948,144 @@ mod avx512 {
         }
         out
     }
+
+    /// Bytes per pair of activation blocks in the prepared layout of [`prepare`].
+    pub(in super::super) const PREP_PAIR: usize = 80;
+
+    /// Rearranges one activation row (blocks of `F::YB` bytes, quants last) for
+    /// [`run_prepared`]: per pair of blocks, the 64 quants (XOR 0x80 unless `F::RAW_ACT`), then
+    /// the 4 floats `scales_pair` makes of the pair's first bytes. An odd last block is paired
+    /// with [`ZERO_BLOCK`], as the block loop pairs it. The kernel then loads each pair with one
+    /// 64-byte load and one 16-byte load, instead of two loads, an insert, an XOR and an f16
+    /// conversion per token and pair; the values are the same, so are the results.
+    #[inline(always)]
+    unsafe fn prepare<F: Pair>(n: usize, y: &[u8], out: &mut [u8]) {
+        let nb = n / QK;
+        assert!(
+            n.is_multiple_of(QK) && y.len() == nb * F::YB && out.len() == nb.div_ceil(2) * PREP_PAIR,
+            "prepare {}: n = {n} with {} and {} bytes",
+            F::NAME,
+            y.len(),
+            out.len()
+        );
+        let (yp, op) = (y.as_ptr(), out.as_mut_ptr());
+        let bias = if F::RAW_ACT { _mm512_setzero_si512() } else { _mm512_set1_epi8(-128) };
+        let q_off = F::YB - QK;
+        for p in 0..nb.div_ceil(2) {
+            let ya = yp.add(2 * p * F::YB);
+            let yb = if 2 * p + 1 < nb { ya.add(F::YB) } else { ZERO_BLOCK.as_ptr() };
+            let q = _mm512_xor_si512(load_pair(ya.add(q_off), yb.add(q_off)), bias);
+            _mm512_storeu_si512(op.add(p * PREP_PAIR) as *mut __m512i, q);
+            _mm_storeu_ps(op.add(p * PREP_PAIR + 64) as *mut f32, scales_pair(ya, yb));
+        }
+    }
+
+    /// [`step`] for `Vnni<true>` with prepared activation pairs `ys[k]`.
+    #[inline(always)]
+    unsafe fn step_prepared<F: Pair, const T: usize>(
+        acc: &mut [__m512; T],
+        acc_m: &mut [__m128; T],
+        t: __m512i,
+        (xa, xb): (*const u8, *const u8),
+        ys: [*const u8; T],
+    ) {
+        let w = F::unpack::<Vnni<true>>(t, xa, xb);
+        let dx = scales_pair(xa, xb);
+        let spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+        for k in 0..T {
+            let y = _mm512_loadu_si512(ys[k] as *const __m512i);
+            // The integers `F::sums::<Vnni<true>>` computes, from the same bytes pre-biased.
+            let q = if F::RAW_ACT {
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), w.w, y)
+            } else {
+                _mm512_dpbusd_epi32(w.c, y, w.w)
+            };
+            let d = _mm_mul_ps(dx, _mm_loadu_ps(ys[k].add(64) as *const f32));
+            let dv = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), dv, acc[k]);
+            if F::MS {
+                acc_m[k] = _mm_add_ps(acc_m[k], d);
+            }
+        }
+    }
+
+    /// [`run`] with `Vnni<true>` on activation rows made by [`prepare`]: the same integers and
+    /// the same float operations in the same order, so the same bits.
+    #[inline(always)]
+    unsafe fn run_prepared<F: Pair, const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f32; T] {
+        let nb = n / QK;
+        for y in ys {
+            assert!(
+                n.is_multiple_of(QK) && x.len() == nb * F::XB && y.len() == nb.div_ceil(2) * PREP_PAIR,
+                "vec_dot {} (prepared): n = {n} with {} and {} bytes",
+                F::NAME,
+                x.len(),
+                y.len()
+            );
+        }
+        let xp = x.as_ptr();
+        let yp = ys.map(|y| y.as_ptr());
+        let t = Vnni::<true>::iq4nl_table();
+        let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); T], [_mm512_setzero_ps(); T]);
+        let mut acc_m = [_mm_setzero_ps(); T];
+        let wx = |i: usize| (xp.add(i * F::XB), xp.add((i + 1) * F::XB));
+        let wy = |i: usize| yp.map(|p| p.add(i / 2 * PREP_PAIR));
+        let mut i = 0;
+        while i + 4 <= nb {
+            step_prepared::<F, T>(&mut acc0, &mut acc_m, t, wx(i), wy(i));
+            step_prepared::<F, T>(&mut acc1, &mut acc_m, t, wx(i + 2), wy(i + 2));
+            i += 4;
+        }
+        if i + 2 <= nb {
+            step_prepared::<F, T>(&mut acc0, &mut acc_m, t, wx(i), wy(i));
+            i += 2;
+        }
+        if i < nb {
+            step_prepared::<F, T>(&mut acc1, &mut acc_m, t, (xp.add(i * F::XB), ZERO_BLOCK.as_ptr()), wy(i));
+        }
+        let mut out = [0f32; T];
+        for k in 0..T {
+            let s = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k]));
+            out[k] = if F::MS {
+                let m = _mm_add_ps(acc_m[k], _mm_movehl_ps(acc_m[k], acc_m[k]));
+                s + _mm_cvtss_f32(_mm_movehdup_ps(m))
+            } else {
+                s
+            };
+        }
+        out
+    }
+
+    /// Defines the prepared-activation entry points of one format (AVX512-VNNI only).
+    macro_rules! entry_prepared {
+        ($prep:ident, $vnni4p:ident, $fmt:ty) => {
+            /// Prepares one activation row for the prepared four-row kernel.
+            ///
+            /// # Safety
+            /// The CPU must support AVX-512 F/BW/VL/DQ and F16C.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,f16c")]
+            pub(in super::super) unsafe fn $prep(n: usize, y: &[u8], out: &mut [u8]) {
+                prepare::<$fmt>(n, y, out)
+            }
+
+            /// The four-row kernel on prepared activation rows; each result bit-identical to
+            /// the one-row kernel's on the raw rows.
+            ///
+            /// # Safety
+            /// The CPU must support AVX-512 F/BW/VL/DQ, AVX512-VNNI, FMA and F16C.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
+            pub(in super::super) unsafe fn $vnni4p(n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
+                run_prepared::<$fmt, 4>(n, x, ys)
+            }
+        };
+    }
+
+    entry_prepared!(prep_q4_0, q4_0_vnni_x4p, Q4_0);
+    entry_prepared!(prep_q4_1, q4_1_vnni_x4p, Q4_1);
+    entry_prepared!(prep_q5_0, q5_0_vnni_x4p, Q5_0);
+    entry_prepared!(prep_q5_1, q5_1_vnni_x4p, Q5_1);
+    entry_prepared!(prep_q8_0, q8_0_vnni_x4p, Q8_0);
+    entry_prepared!(prep_iq4_nl, iq4_nl_vnni_x4p, IQ4NL);
 
     /// Defines the VNNI and BW entry points of one format, for one token and for four.
     macro_rules! entry {
@@ -1374,6 +1562,44 @@ mod tests {
                 ys[bad] = &short;
                 let f = *four;
                 assert!(std::panic::catch_unwind(|| f(64, &x, ys, &mut [0.0; 4])).is_err(), "{name} row {bad}");
+            }
+        }
+        // The prepared-activation kernels give the same bits as the one-row VNNI kernel.
+        if is_x86_feature_detected!("avx512vnni") {
+            for &ty in legacy {
+                let p = avx512_x4_prepared(ty).expect("prepared kernel");
+                let one = avx512_pick(ty, true, false).unwrap();
+                let vdt = traits(ty).vec_dot_type;
+                for nb in [1usize, 2, 3, 5, 7, 18, 48] {
+                    let n = 32 * nb;
+                    let xf: Vec<f32> = (0..n).map(|i| rng.f() * 10f32.powf((i / 32 % 3) as f32 - 1.0)).collect();
+                    let x = quantize(ty, &xf);
+                    let rows: Vec<Vec<u8>> = (0..4)
+                        .map(|k| {
+                            let yf: Vec<f32> =
+                                (0..n).map(|i| if k == 2 { 0.0 } else { rng.f() * (1 + i % 5) as f32 }).collect();
+                            quantize(vdt, &yf)
+                        })
+                        .collect();
+                    let prepared: Vec<Vec<u8>> = rows
+                        .iter()
+                        .map(|r| {
+                            let mut out = vec![0u8; p.row_bytes(n)];
+                            (p.prepare)(n, r, &mut out);
+                            out
+                        })
+                        .collect();
+                    let mut got = [f32::NAN; 4];
+                    (p.dot4)(n, &x, [&prepared[0], &prepared[1], &prepared[2], &prepared[3]], &mut got);
+                    for k in 0..4 {
+                        let want = one(n, &x, &rows[k]);
+                        assert_eq!(got[k].to_bits(), want.to_bits(), "{ty} prepared blocks={nb} row {k}");
+                    }
+                    let short = vec![0u8; p.row_bytes(n) - 1];
+                    let f = p.dot4;
+                    let ys = [prepared[0].as_slice(), prepared[1].as_slice(), short.as_slice(), prepared[3].as_slice()];
+                    assert!(std::panic::catch_unwind(|| f(n, &x, ys, &mut [0.0; 4])).is_err(), "{ty} short row");
+                }
             }
         }
         // Outside the legacy family there is no four-row kernel.
