@@ -2,6 +2,8 @@
 //! results (with different times and slightly different figures), appended through the library
 //! as `evalq run` does, then charted through the binary.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -108,4 +110,61 @@ fn one_run_still_draws_and_says_so_and_bad_files_are_named() {
     let (code, _, stderr) = evalq(&["history", "--file", root.join("missing.csv").to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(stderr.contains("missing.csv"), "{stderr}");
+}
+
+/// The nightly chain on the tiny model: `evalq run` appends to `<out>/history.csv`, running the
+/// same command again replaces that run's rows, and compare and history read what run wrote.
+#[test]
+fn evalq_run_appends_to_the_history_once_per_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny.gguf");
+    common::tiny_llama().write(&model).unwrap();
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, common::sample_text()).unwrap();
+    let out = tmp.path().join("reports");
+    let args = [
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--dataset",
+        text.to_str().unwrap(),
+        "--ctx",
+        "64",
+        "--formats",
+        "Q8_0,Q4_0",
+        "--reps",
+        "2",
+        "--pp",
+        "32",
+        "--tg",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    let run = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_evalq"))
+            .args(args)
+            .env("EVALQ_CACHE_DIR", tmp.path().join("cache"))
+            .env("EVALQ_BANDWIDTH_BYTES", "64MiB")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run();
+    let file = out.join("history.csv");
+    let rows = read_history(&file).unwrap();
+    assert_eq!(rows.iter().map(|r| r.format.as_str()).collect::<Vec<_>>(), ["Q8_0", "Q4_0"]);
+    let dir = std::fs::canonicalize(out.join("latest")).unwrap();
+    assert_eq!(rows[0].run_dir, dir.file_name().unwrap().to_string_lossy());
+    assert!(rows.iter().all(|r| r.ppl.is_finite() && r.tg_tps > 0.0 && r.n_ctx == 64));
+    run();
+    assert_eq!(read_history(&file).unwrap().len(), 2, "a rerun replaces its rows");
+
+    let (code, stdout, stderr) = evalq(&["history", "--file", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("no trend yet"), "{stdout}");
+    let (code, stdout, stderr) = evalq(&["compare", dir.to_str().unwrap(), dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout.lines().filter(|l| l.contains(" unchanged ")).count(), 2, "{stdout}");
 }
