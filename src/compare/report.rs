@@ -114,7 +114,7 @@ const HEADER: [&str; 10] = [
     "PPL base → cur",
     "ΔPPL % [CI]",
     "ΔKLD (%)",
-    "Δ same-top, pp",
+    "Δ same-top, points",
     "pp Δ median (noise ±)",
     "tg Δ median (noise ±)",
     "counts for exit",
@@ -171,10 +171,12 @@ fn tally(c: &Comparison) -> String {
         }
     }
     let exit = if c.regressed { "exit code 1: a counted aspect regressed" } else { "exit code 0" };
-    format!("{} of {} formats; {exit} (--fail-on {:?})", parts.join(", "), c.formats.len(), c.options.fail_on)
-        .replace("Quality", "quality")
-        .replace("Speed", "speed")
-        .replace("Any", "any")
+    let fail_on = match c.options.fail_on {
+        super::FailOn::Quality => "quality",
+        super::FailOn::Speed => "speed",
+        super::FailOn::Any => "any",
+    };
+    format!("{} of {} formats; {exit} (--fail-on {fail_on})", parts.join(", "), c.formats.len())
 }
 
 /// The rules, with the thresholds in force.
