@@ -403,7 +403,8 @@ fn quality_panel<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Comparis
         .y_label_area_size(80)
         .build_cartesian_2d(x0..x1, y_axis(n))?;
     let fmt_y = |v: &f64| label(&names, *v);
-    let fmt_x = |v: &f64| fmt_tick(*v);
+    // A tick at rounding distance from zero would print "-0".
+    let fmt_x = |v: &f64| fmt_tick(if v.abs() < 1e-9 { 0.0 } else { *v });
     chart
         .configure_mesh()
         .x_desc("ΔPPL, % of the baseline run's PPL (current − baseline)")
@@ -480,7 +481,8 @@ fn speed_panel<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Comparison
         .y_label_area_size(80)
         .build_cartesian_2d(x0..x1, y_axis(n))?;
     let fmt_y = |v: &f64| label(&names, *v);
-    let fmt_x = |v: &f64| fmt_tick(*v);
+    // A tick at rounding distance from zero would print "-0".
+    let fmt_x = |v: &f64| fmt_tick(if v.abs() < 1e-9 { 0.0 } else { *v });
     chart
         .configure_mesh()
         .x_desc("Δ median tokens/s, % (current − baseline)")
