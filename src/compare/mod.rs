@@ -525,6 +525,52 @@ mod tests {
         assert_eq!(d.verdict, Verdict::Unchanged);
     }
 
+    fn real() -> RunResults {
+        serde_json::from_str(include_str!("../../tests/data/compare/results.json")).unwrap()
+    }
+
+    #[test]
+    fn every_mismatch_is_named_at_once_and_bad_chunk_arrays_are_refused() {
+        let base = real();
+        let mut cur = real();
+        cur.dataset.sha256 = "00".into();
+        cur.model.sha256 = "11".into();
+        cur.dataset.n_ctx = 1024;
+        cur.baseline.format = "F16".into();
+        let e = compare(&base, &cur, &opts()).unwrap_err().to_string();
+        for needle in
+            ["dataset sha256", "model sha256", "n_ctx differs (baseline 512, current 1024)", "reference format"]
+        {
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        let mut cur = real();
+        cur.formats[3].quality.chunk_kld.pop();
+        let e = compare(&base, &cur, &opts()).unwrap_err().to_string();
+        assert!(e.contains("current run, format Q5_K_M: quality.chunk_kld has 19 values"), "{e}");
+        let bad = CompareOptions { alpha: 1.5, ..opts() };
+        assert!(compare(&base, &base, &bad).is_err());
+    }
+
+    #[test]
+    fn a_kld_change_must_be_relevant_in_both_senses() {
+        let base = real();
+        // F16's KLD is ~4e-6 nats: doubling it is +100% but far below 1e-4 nats absolute.
+        let mut cur = real();
+        let q = &mut cur.formats[0].quality;
+        q.chunk_kld.iter_mut().for_each(|x| *x *= 2.0);
+        let c = compare(&base, &cur, &opts()).unwrap();
+        assert_eq!(c.formats[0].quality.kld_verdict, Verdict::Unchanged);
+        assert!(c.formats[0].quality.kld_test.significant);
+        // Q4_K_M's ~0.058 nats up 20%: significant, relevant, regressed.
+        let mut cur = real();
+        cur.formats[5].quality.chunk_kld.iter_mut().for_each(|x| *x *= 1.2);
+        let c = compare(&base, &cur, &opts()).unwrap();
+        assert_eq!(c.formats[5].format, "Q4_K_M");
+        assert_eq!(c.formats[5].quality.kld_verdict, Verdict::Regressed);
+        assert!((c.formats[5].quality.dkld_pct - 20.0).abs() < 1e-9);
+        assert!(c.regressed);
+    }
+
     #[test]
     fn verdicts_combine_worst_first() {
         use Verdict::*;
