@@ -6,11 +6,13 @@
 //! protocol; [`data`] finds and verifies datasets and the default model.
 
 pub mod bench;
+pub mod compare;
 pub mod data;
 pub mod error;
 pub mod eval;
 pub mod formats;
 pub mod gguf;
+pub mod history;
 pub mod kernels;
 pub mod model;
 pub mod quant;

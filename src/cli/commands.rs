@@ -15,7 +15,7 @@ use evalq::model::{Checkpoint, LlamaWeights};
 use evalq::quant::mix;
 use evalq::quant::quantize::{quantize_checkpoint, write_gguf};
 
-use super::{progress, BandwidthArgs, EvalDataArgs, SpeedArgs, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, RunArgs, TokenizeArgs};
+use super::{progress, BandwidthArgs, CompareArgs, FailOnArg, HistoryArgs, EvalDataArgs, SpeedArgs, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, RunArgs, TokenizeArgs};
 
 fn open_model(arg: Option<&str>) -> anyhow::Result<Checkpoint> {
     let path = fetch::resolve_model(arg)?;
@@ -405,6 +405,70 @@ pub fn bench_speed(a: SpeedArgs) -> anyhow::Result<()> {
             "bandwidth: {:.1} MB per token, {:.2} GB/s = {:.1}% of the measured peak {:.2} GB/s; roofline {:.1} t/s",
             s.tg_bytes_per_token / 1e6, s.tg_gbps, s.bw_util_pct, peak, s.roofline_tg_tps
         );
+    }
+    Ok(())
+}
+
+/// `evalq compare`: exit code 0 (nothing counted regressed) or 1; errors (unusable inputs) are 2.
+pub fn compare(a: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
+    use evalq::compare::{self, CompareOptions, FailOn};
+    let opts = CompareOptions {
+        alpha: a.alpha,
+        min_ppl_rel: a.min_ppl_change / 100.0,
+        min_kld_rel: a.min_kld_change / 100.0,
+        min_kld_abs: a.min_kld_abs,
+        speed_threshold: a.speed_threshold / 100.0,
+        fail_on: match a.fail_on {
+            FailOnArg::Quality => FailOn::Quality,
+            FailOnArg::Speed => FailOn::Speed,
+            FailOnArg::Any => FailOn::Any,
+        },
+    };
+    // Both files are read before either is judged, so one message names every unreadable one.
+    let (base, cur) = (compare::load_results(&a.baseline), compare::load_results(&a.current));
+    let (base, cur) = match (base, cur) {
+        (Ok(b), Ok(c)) => (b, c),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e.into()),
+        (Err(b), Err(c)) => anyhow::bail!("{b}; {c}"),
+    };
+    let mut c = compare::compare(&base, &cur, &opts)?;
+    c.baseline.name = compare::side_name(&a.baseline);
+    c.current.name = compare::side_name(&a.current);
+    let out = a.out.clone().unwrap_or_else(|| compare::default_out_dir(&a.baseline, &a.current));
+    let files = compare::write_reports(&out, &c)?;
+    let mut stdout = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut stdout, &c)?;
+        writeln!(stdout)?;
+    } else {
+        writeln!(stdout, "baseline {}\ncurrent  {}", c.baseline.name, c.current.name)?;
+        for note in &c.notes {
+            writeln!(stdout, "note: {note}")?;
+        }
+        for line in compare::report::summary_lines(&c) {
+            writeln!(stdout, "{line}")?;
+        }
+        writeln!(stdout, "wrote {} files to {}", files.len(), out.display())?;
+    }
+    Ok(if c.regressed { std::process::ExitCode::from(1) } else { std::process::ExitCode::SUCCESS })
+}
+
+/// `evalq history`: the trend chart of a history.csv.
+pub fn history(a: HistoryArgs) -> anyhow::Result<()> {
+    let rows = evalq::history::read_history(&a.file)?;
+    let formats: Option<Vec<String>> =
+        a.formats.as_deref().map(|s| s.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect());
+    let out = a.out.clone().unwrap_or_else(|| {
+        a.file.parent().filter(|p| !p.as_os_str().is_empty()).map(|p| p.to_path_buf()).unwrap_or_else(|| ".".into())
+    });
+    let t = evalq::history::charts::write_trend_charts(&out, &rows, formats.as_deref())?;
+    let mut stdout = std::io::stdout().lock();
+    for note in &t.notes {
+        writeln!(stdout, "note: {note}")?;
+    }
+    writeln!(stdout, "{} runs, {} formats ({})", t.runs, t.formats.len(), t.formats.join(" "))?;
+    for f in &t.files {
+        writeln!(stdout, "wrote {}", f.display())?;
     }
     Ok(())
 }

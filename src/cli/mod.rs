@@ -45,6 +45,64 @@ pub enum Command {
     /// Machine and kernel measurements.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Compare two runs: per format, quality and speed improved, unchanged or regressed; exit
+    /// code 1 when something regressed, 2 when the runs are not comparable.
+    Compare(CompareArgs),
+    /// Trend charts of PPL, KLD and generation speed over the runs in history.csv.
+    History(HistoryArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum FailOnArg {
+    Quality,
+    Speed,
+    Any,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The baseline run: a run directory or its results.json.
+    pub baseline: PathBuf,
+    /// The current run: a run directory or its results.json.
+    pub current: PathBuf,
+    /// Where compare.md|html|json|svg|png go (default: CURRENT/compare-vs-<baseline dir name>/,
+    /// or ./compare/ when CURRENT is a file).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Which regressions set exit code 1.
+    #[arg(long, value_enum, default_value = "any")]
+    pub fail_on: FailOnArg,
+    /// Two-sided significance level of the quality tests (0.01: 99% intervals).
+    #[arg(long, default_value_t = 0.01)]
+    pub alpha: f64,
+    /// Smallest relevant PPL change, percent of the baseline's PPL.
+    #[arg(long, default_value_t = 0.2)]
+    pub min_ppl_change: f64,
+    /// Smallest relevant KLD change, percent of the baseline's KLD (and --min-kld-abs).
+    #[arg(long, default_value_t = 10.0)]
+    pub min_kld_change: f64,
+    /// Smallest relevant KLD change in nats.
+    #[arg(long, default_value_t = 1e-4)]
+    pub min_kld_abs: f64,
+    /// Smallest relevant speed change, percent, when repetitions spread less than that.
+    #[arg(long, default_value_t = 5.0)]
+    pub speed_threshold: f64,
+    /// Print compare.json to stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// The history file that `evalq run` appends to.
+    #[arg(long, default_value = "reports/history.csv")]
+    pub file: PathBuf,
+    /// Where history.svg and history.png go (default: the history file's directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only these formats (comma list).
+    #[arg(long)]
+    pub formats: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -249,6 +307,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // to the pool and waited for, which cost ~40% of generation time in scheduler calls.
     let pool = builder.build()?;
     let quiet = cli.quiet;
+    let mut code = ExitCode::SUCCESS;
     pool.install(|| match cli.command {
         Command::Fetch => commands::fetch(quiet),
         Command::Info(a) => commands::info(a),
@@ -259,6 +318,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => commands::run(a, quiet),
         Command::Bench(BenchCommand::Bandwidth(a)) => commands::bench_bandwidth(a),
         Command::Bench(BenchCommand::Speed(a)) => commands::bench_speed(a),
+        Command::Compare(a) => commands::compare(a).map(|c| code = c),
+        Command::History(a) => commands::history(a),
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }

@@ -59,13 +59,13 @@ pub const CHARTS: &[ChartSpec] = &[
 /// Pixel size of every chart (and the SVG's user units).
 pub const SIZE: (u32, u32) = (1100, 660);
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 
 /// Registers the bundled font with plotters, once per process; false if the font was rejected.
-fn register_font() -> bool {
+pub(crate) fn register_font() -> bool {
     REGISTER.call_once(|| {
         let ok = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok();
         REGISTERED.store(ok, Ordering::Release);
@@ -78,7 +78,7 @@ const OTHER: RGBColor = RGBColor(31, 119, 180);
 const TG: RGBColor = RGBColor(255, 127, 14);
 const GREYISH: RGBColor = RGBColor(110, 110, 110);
 
-type DrawResult<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+pub(crate) type DrawResult<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 /// Draws every chart as SVG and PNG under `dir/charts/` and returns the paths written.
 pub fn write_all(dir: &Path, r: &RunResults) -> Result<Vec<PathBuf>> {
@@ -105,14 +105,22 @@ pub fn write_all(dir: &Path, r: &RunResults) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn draw_error<E: std::error::Error + Send + Sync>(path: &Path, e: DrawingAreaErrorKind<E>) -> Error {
+pub(crate) fn draw_error<E: std::error::Error + Send + Sync>(path: &Path, e: DrawingAreaErrorKind<E>) -> Error {
     Error::io(path, std::io::Error::other(format!("drawing the chart failed: {e}")))
 }
 
 /// Renders a PNG through a temporary file in the same directory, then renames it into place, as
 /// [`crate::util::write_atomic`] does. The bitmap backend can only save to a path, and picks the
 /// encoder from its extension, so the temporary name ends in `.png` too.
-fn write_png<F>(path: &Path, f: F) -> Result<()>
+pub(crate) fn write_png<F>(path: &Path, f: F) -> Result<()>
+where
+    F: for<'a> FnOnce(&DrawingArea<BitMapBackend<'a>, Shift>) -> DrawResult<BitMapBackend<'a>>,
+{
+    write_png_sized(path, SIZE, f)
+}
+
+/// [`write_png`] with another pixel size.
+pub(crate) fn write_png_sized<F>(path: &Path, size: (u32, u32), f: F) -> Result<()>
 where
     F: for<'a> FnOnce(&DrawingArea<BitMapBackend<'a>, Shift>) -> DrawResult<BitMapBackend<'a>>,
 {
@@ -120,7 +128,7 @@ where
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp.png", std::process::id()));
     let result = {
-        let root = BitMapBackend::new(&tmp, SIZE).into_drawing_area();
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
         f(&root).and_then(|()| root.present()).map_err(|e| draw_error(path, e))
     };
     if let Err(e) = result {
@@ -205,7 +213,7 @@ fn draw<DB: DrawingBackend>(spec: &ChartSpec, root: &DrawingArea<DB, Shift>, r: 
 
 /// An axis tick label: at most 4 significant digits with trailing zeros dropped, so ticks read
 /// "0.001", "2.5" and "60" rather than "0.00100", "2.50" and "60.0".
-fn fmt_tick(v: f64) -> String {
+pub(crate) fn fmt_tick(v: f64) -> String {
     let s = super::fmt_sig(v, 4);
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -226,7 +234,7 @@ struct Scatter<'a> {
 }
 
 /// The range [lo, hi] of finite `v`, or None when there is none.
-fn extent(v: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
+pub(crate) fn extent(v: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
     v.into_iter().filter(|x| x.is_finite()).fold(None, |acc, x| match acc {
         None => Some((x, x)),
         Some((lo, hi)) => Some((lo.min(x), hi.max(x))),
@@ -487,6 +495,39 @@ fn bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, b: &Bars) -> DrawResu
             .draw()?;
     }
     Ok(())
+}
+
+/// A linear f64 axis whose ticks are exactly `keys` (thinned evenly when there are more than
+/// the axis has room for), so row and run indices get one label each and never a fractional
+/// one. plotters' own `with_key_points` cannot take a label formatter.
+pub(crate) struct KeyAxis {
+    pub lo: f64,
+    pub hi: f64,
+    pub keys: Vec<f64>,
+}
+
+impl Ranged for KeyAxis {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let frac = (v - self.lo) / (self.hi - self.lo);
+        limit.0 + (frac * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        // Only bold points: the keys are the grid, without light lines in between.
+        if hint.weight().allow_light_points() && hint.max_num_points() != self.keys.len() {
+            return Vec::new();
+        }
+        let max = hint.max_num_points().max(1);
+        let step = self.keys.len().div_ceil(max).max(1);
+        self.keys.iter().copied().step_by(step).collect()
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
 }
 
 #[cfg(test)]

@@ -339,6 +339,8 @@ pub fn run(inputs: &RunInputs, opts: &RunOptions, progress: &mut dyn Progress) -
     progress.finish();
 
     let results = assemble(&dir, inputs, opts, ckpt, &config, &model_name, &model_sha, n_chunks, peak_gbps, &baseline, base_ppl, base_err, &base_state.chunk_nll)?;
+    // One row per format in <out>/history.csv for `evalq history` (a rerun replaces its rows).
+    crate::history::append_history(&opts.out_root, &dir, &results)?;
     Ok((dir, results))
 }
 
