@@ -168,3 +168,78 @@ fn evalq_run_appends_to_the_history_once_per_run() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(stdout.lines().filter(|l| l.contains(" unchanged ")).count(), 2, "{stdout}");
 }
+
+/// `evalq nightly` chains run, compare and history: against an unchanged baseline every format
+/// is unchanged (exit 0); against a baseline made better for one format (so the new run looks
+/// worse) that format is regressed (exit 1); an unusable baseline is refused before any run.
+#[test]
+fn nightly_runs_compares_and_draws_the_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny.gguf");
+    common::tiny_llama().write(&model).unwrap();
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, common::sample_text().repeat(4)).unwrap();
+    let run_args = |out: &Path| -> Vec<String> {
+        let mut v: Vec<String> = ["--model", model.to_str().unwrap(), "--dataset", text.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(["--ctx", "32", "--formats", "Q8_0,Q4_0", "--no-speed", "-q", "--out"].map(String::from));
+        v.push(out.to_str().unwrap().to_string());
+        v
+    };
+    let evalq_env = |args: Vec<String>| {
+        let o = Command::new(env!("CARGO_BIN_EXE_evalq"))
+            .args(&args)
+            .env("EVALQ_CACHE_DIR", tmp.path().join("cache"))
+            .output()
+            .unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let base_root = tmp.path().join("base");
+    let mut args = vec!["run".to_string()];
+    args.extend(run_args(&base_root));
+    let (code, out, err) = evalq_env(args);
+    assert_eq!(code, 0, "{out}{err}");
+    let base = std::fs::canonicalize(base_root.join("latest")).unwrap();
+    let n_chunks = RunResults::clone(&evalq::compare::load_results(&base).unwrap()).dataset.n_chunks;
+    assert!(n_chunks >= 4, "the paired test needs several chunks, got {n_chunks}");
+
+    let nightly = |baseline: &Path, root: &Path| {
+        let mut args = vec!["nightly".to_string(), "--baseline".to_string(), baseline.to_str().unwrap().to_string()];
+        args.extend(run_args(root));
+        evalq_env(args)
+    };
+    // Unchanged code: unchanged, exit 0, and the history chart is drawn.
+    let root = tmp.path().join("nightly");
+    let (code, out, err) = nightly(&base, &root);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().filter(|l| l.contains(" unchanged ")).count(), 2, "{out}");
+    assert!(root.join("history.png").is_file() && root.join("history.svg").is_file());
+    let cur = std::fs::canonicalize(root.join("latest")).unwrap();
+    assert!(std::fs::read_dir(&cur).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("compare-vs-")));
+
+    // A baseline whose Q4_0 was 0.05 nats per chunk better: tonight's Q4_0 regressed.
+    let better = tmp.path().join("better.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(base.join("results.json")).unwrap()).unwrap();
+    for f in v["formats"].as_array_mut().unwrap() {
+        if f["format"] == "Q4_0" {
+            let q = &mut f["quality"];
+            let nll: Vec<f64> = q["chunk_nll"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() - 0.05).collect();
+            q["ppl"] = serde_json::json!((nll.iter().sum::<f64>() / nll.len() as f64).exp());
+            q["chunk_nll"] = serde_json::json!(nll);
+        }
+    }
+    std::fs::write(&better, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (code, out, err) = nightly(&better, &root);
+    assert_eq!(code, 1, "{out}{err}");
+    let verdict = |f: &str| out.lines().find(|l| l.starts_with(f) && l.contains("quality")).unwrap_or_default().to_string();
+    assert!(verdict("Q4_0").contains("regressed"), "{out}");
+    assert!(verdict("Q8_0").contains("unchanged"), "{out}");
+
+    // An unusable baseline fails at once, before a run directory is made.
+    let fresh = tmp.path().join("never");
+    let (code, _, err) = nightly(&tmp.path().join("missing.json"), &fresh);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing.json") && !fresh.exists(), "{err}");
+}

@@ -1,6 +1,7 @@
 //! One function per subcommand: resolve inputs, call the library, print.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -15,7 +16,7 @@ use evalq::model::{Checkpoint, LlamaWeights};
 use evalq::quant::mix;
 use evalq::quant::quantize::{quantize_checkpoint, write_gguf};
 
-use super::{progress, BandwidthArgs, CompareArgs, FailOnArg, HistoryArgs, EvalDataArgs, SpeedArgs, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, RunArgs, TokenizeArgs};
+use super::{progress, BandwidthArgs, CompareArgs, CompareRules, FailOnArg, HistoryArgs, NightlyArgs, RunSettings, EvalDataArgs, SpeedArgs, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, RunArgs, TokenizeArgs};
 
 fn open_model(arg: Option<&str>) -> anyhow::Result<Checkpoint> {
     let path = fetch::resolve_model(arg)?;
@@ -284,6 +285,12 @@ impl evalq::run::runner::Progress for RunProgress {
 }
 
 pub fn run(a: RunArgs, quiet: bool) -> anyhow::Result<()> {
+    run_and_report(a.run, &a.baseline, quiet).map(|_| ())
+}
+
+/// `evalq run` against the reference format `baseline`, returning the run directory and the
+/// root it lives in.
+fn run_and_report(a: RunSettings, baseline: &str, quiet: bool) -> anyhow::Result<(PathBuf, PathBuf)> {
     use evalq::run::runner::{self, RunInputs, RunOptions};
     use std::io::IsTerminal;
 
@@ -292,7 +299,7 @@ pub fn run(a: RunArgs, quiet: bool) -> anyhow::Result<()> {
     let (dataset, tokens) = dataset_tokens(&tok, &a.data)?;
     let opts = RunOptions {
         formats: runner::parse_format_list(&a.formats)?,
-        baseline: a.baseline.clone(),
+        baseline: baseline.to_string(),
         n_ctx: a.data.ctx,
         max_chunks: a.data.chunks,
         out_root: a.out.clone(),
@@ -336,7 +343,7 @@ pub fn run(a: RunArgs, quiet: bool) -> anyhow::Result<()> {
     }
     writeln!(out, "baseline {} PPL {:.4} ± {:.4}; wrote {} files to {} in {:.1} s", results.baseline.format,
         results.baseline.ppl, results.baseline.ppl_err, files.len(), dir.display(), t0.elapsed().as_secs_f64())?;
-    Ok(())
+    Ok((dir, opts.out_root))
 }
 
 pub fn bench_bandwidth(a: BandwidthArgs) -> anyhow::Result<()> {
@@ -411,33 +418,44 @@ pub fn bench_speed(a: SpeedArgs) -> anyhow::Result<()> {
 
 /// `evalq compare`: exit code 0 (nothing counted regressed) or 1; errors (unusable inputs) are 2.
 pub fn compare(a: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
+    compare_runs(&a.baseline, &a.current, a.out.clone(), &a.rules, a.json)
+}
+
+/// Compares two runs, writes the reports and prints the verdicts; exit code 1 on a regression.
+fn compare_runs(
+    baseline: &Path,
+    current: &Path,
+    out: Option<PathBuf>,
+    rules: &CompareRules,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
     use evalq::compare::{self, CompareOptions, FailOn};
     let opts = CompareOptions {
-        alpha: a.alpha,
-        min_ppl_rel: a.min_ppl_change / 100.0,
-        min_kld_rel: a.min_kld_change / 100.0,
-        min_kld_abs: a.min_kld_abs,
-        speed_threshold: a.speed_threshold / 100.0,
-        fail_on: match a.fail_on {
+        alpha: rules.alpha,
+        min_ppl_rel: rules.min_ppl_change / 100.0,
+        min_kld_rel: rules.min_kld_change / 100.0,
+        min_kld_abs: rules.min_kld_abs,
+        speed_threshold: rules.speed_threshold / 100.0,
+        fail_on: match rules.fail_on {
             FailOnArg::Quality => FailOn::Quality,
             FailOnArg::Speed => FailOn::Speed,
             FailOnArg::Any => FailOn::Any,
         },
     };
     // Both files are read before either is judged, so one message names every unreadable one.
-    let (base, cur) = (compare::load_results(&a.baseline), compare::load_results(&a.current));
+    let (base, cur) = (compare::load_results(baseline), compare::load_results(current));
     let (base, cur) = match (base, cur) {
         (Ok(b), Ok(c)) => (b, c),
         (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e.into()),
         (Err(b), Err(c)) => anyhow::bail!("{b}; {c}"),
     };
     let mut c = compare::compare(&base, &cur, &opts)?;
-    c.baseline.name = compare::side_name(&a.baseline);
-    c.current.name = compare::side_name(&a.current);
-    let out = a.out.clone().unwrap_or_else(|| compare::default_out_dir(&a.baseline, &a.current));
+    c.baseline.name = compare::side_name(baseline);
+    c.current.name = compare::side_name(current);
+    let out = out.unwrap_or_else(|| compare::default_out_dir(baseline, current));
     let files = compare::write_reports(&out, &c)?;
     let mut stdout = std::io::stdout().lock();
-    if a.json {
+    if json {
         serde_json::to_writer_pretty(&mut stdout, &c)?;
         writeln!(stdout)?;
     } else {
@@ -451,6 +469,16 @@ pub fn compare(a: CompareArgs) -> anyhow::Result<std::process::ExitCode> {
         writeln!(stdout, "wrote {} files to {}", files.len(), out.display())?;
     }
     Ok(if c.regressed { std::process::ExitCode::from(1) } else { std::process::ExitCode::SUCCESS })
+}
+
+/// `evalq nightly`: run, compare against the baseline, redraw the history charts. The baseline
+/// is read first, so an unusable one fails in a second rather than after the run.
+pub fn nightly(a: NightlyArgs, quiet: bool) -> anyhow::Result<std::process::ExitCode> {
+    let reference = evalq::compare::load_results(&a.baseline)?.baseline.format;
+    let (dir, root) = run_and_report(a.run, &reference, quiet)?;
+    let code = compare_runs(&a.baseline, &dir, None, &a.rules, false)?;
+    history(HistoryArgs { file: root.join(evalq::history::FILE_NAME), out: None, formats: None })?;
+    Ok(code)
 }
 
 /// `evalq history`: the trend chart of a history.csv.

@@ -50,6 +50,9 @@ pub enum Command {
     Compare(CompareArgs),
     /// Trend charts of PPL, KLD and generation speed over the runs in history.csv.
     History(HistoryArgs),
+    /// `run`, then `compare` against --baseline, then `history`: the nightly regression job.
+    /// Exit code as for compare.
+    Nightly(NightlyArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -69,6 +72,16 @@ pub struct CompareArgs {
     /// or ./compare/ when CURRENT is a file).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub rules: CompareRules,
+    /// Print compare.json to stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What counts as a regression, shared by `compare` and `nightly`.
+#[derive(Args, Debug)]
+pub struct CompareRules {
     /// Which regressions set exit code 1.
     #[arg(long, value_enum, default_value = "any")]
     pub fail_on: FailOnArg,
@@ -87,9 +100,18 @@ pub struct CompareArgs {
     /// Smallest relevant speed change, percent, when repetitions spread less than that.
     #[arg(long, default_value_t = 5.0)]
     pub speed_threshold: f64,
-    /// Print compare.json to stdout instead of the summary.
+}
+
+#[derive(Args, Debug)]
+pub struct NightlyArgs {
+    /// The run to compare against: a run directory or its results.json (e.g. the last good
+    /// nightly's). Checked before the run starts.
     #[arg(long)]
-    pub json: bool,
+    pub baseline: PathBuf,
+    #[command(flatten)]
+    pub run: RunSettings,
+    #[command(flatten)]
+    pub rules: CompareRules,
 }
 
 #[derive(Args, Debug)]
@@ -150,15 +172,23 @@ pub struct BandwidthArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// The reference the formats are compared with: F32 (the source), F16 or BF16.
+    #[arg(long, default_value = "F32")]
+    pub baseline: String,
+    #[command(flatten)]
+    pub run: RunSettings,
+}
+
+/// Everything `run` takes except the reference format, which `nightly` reads from its baseline
+/// run instead (a comparison needs the same reference on both sides).
+#[derive(Args, Debug)]
+pub struct RunSettings {
     #[command(flatten)]
     pub model: ModelArg,
     /// `all` (the llama.cpp family: F16 Q8_0 Q6_K Q5_K_M Q5_0 Q4_K_M Q4_K_S Q4_0 Q4_1 Q3_K_M Q2_K
     /// IQ4_NL IQ4_XS), `every` (every file type evalq knows), or a comma list (Q4_K_M,Q6_K_pure).
     #[arg(long, default_value = "all")]
     pub formats: String,
-    /// The reference the formats are compared with: F32 (the source), F16 or BF16.
-    #[arg(long, default_value = "F32")]
-    pub baseline: String,
     #[command(flatten)]
     pub data: EvalDataArgs,
     /// Where run directories are written.
@@ -320,6 +350,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Speed(a)) => commands::bench_speed(a),
         Command::Compare(a) => commands::compare(a).map(|c| code = c),
         Command::History(a) => commands::history(a),
+        Command::Nightly(a) => commands::nightly(a, quiet).map(|c| code = c),
     })?;
     Ok(code)
 }
