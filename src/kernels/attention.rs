@@ -12,6 +12,8 @@
 //! per instruction set through `#[target_feature]` wrappers. No FMA contraction happens in Rust,
 //! so every path gives the same bits.
 
+use std::ops::Range;
+
 use super::isa;
 
 /// Shapes of one attention call.
@@ -43,23 +45,35 @@ pub struct KeysT<'a> {
 }
 
 /// Writes the attention output of the query rows `q` (row `r` at position `t0 + r`, all heads)
-/// into `out`, each attending to positions `0..=t0 + r`. `v` holds row-major values. `scores`
-/// is scratch space, grown as needed.
-pub fn attend_rows(s: &AttnShape, q: &[f32], kt: KeysT, v: &[f32], t0: usize, scores: &mut Vec<f32>, out: &mut [f32]) {
+/// for the query heads `heads` into `out` (per row, those heads' outputs side by side), each
+/// attending to positions `0..=t0 + r`. `v` holds row-major values. `scores` is scratch space,
+/// grown as needed. Splitting the heads changes no bits: each head is computed on its own.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_rows(
+    s: &AttnShape,
+    q: &[f32],
+    kt: KeysT,
+    v: &[f32],
+    t0: usize,
+    heads: Range<usize>,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     match isa::active() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Avx512 is active only after `Isa::is_available` confirmed the features.
-        isa::Isa::Avx512 => unsafe { attend_rows_avx512(s, q, kt, v, t0, scores, out) },
+        isa::Isa::Avx512 => unsafe { attend_rows_avx512(s, q, kt, v, t0, heads, scores, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for AVX2 and FMA.
-        isa::Isa::Avx2 => unsafe { attend_rows_avx2(s, q, kt, v, t0, scores, out) },
-        _ => attend_rows_impl::<Scalar16>(s, q, kt, v, t0, scores, out),
+        isa::Isa::Avx2 => unsafe { attend_rows_avx2(s, q, kt, v, t0, heads, scores, out) },
+        _ => attend_rows_impl::<Scalar16>(s, q, kt, v, t0, heads, scores, out),
     }
 }
 
 /// # Safety
 /// The CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
 unsafe fn attend_rows_avx512(
     s: &AttnShape,
@@ -67,15 +81,17 @@ unsafe fn attend_rows_avx512(
     kt: KeysT,
     v: &[f32],
     t0: usize,
+    heads: Range<usize>,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    attend_rows_impl::<x86::Avx512>(s, q, kt, v, t0, scores, out)
+    attend_rows_impl::<x86::Avx512>(s, q, kt, v, t0, heads, scores, out)
 }
 
 /// # Safety
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attend_rows_avx2(
     s: &AttnShape,
@@ -83,10 +99,11 @@ unsafe fn attend_rows_avx2(
     kt: KeysT,
     v: &[f32],
     t0: usize,
+    heads: Range<usize>,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    attend_rows_impl::<x86::Avx2>(s, q, kt, v, t0, scores, out)
+    attend_rows_impl::<x86::Avx2>(s, q, kt, v, t0, heads, scores, out)
 }
 
 /// Sixteen f32 lanes: the only operations attention needs, each lane-wise and exactly rounded
@@ -218,6 +235,7 @@ mod x86 {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn attend_rows_impl<V: V16>(
     s: &AttnShape,
@@ -225,13 +243,16 @@ fn attend_rows_impl<V: V16>(
     kt: KeysT,
     v: &[f32],
     t0: usize,
+    heads: Range<usize>,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     let hd = s.head_dim;
     let qd = s.n_head * hd;
     let nq = q.len() / qd;
-    assert!(q.len() == nq * qd && out.len() == q.len(), "query and output rows differ");
+    assert!(heads.start <= heads.end && heads.end <= s.n_head, "heads {heads:?} of {}", s.n_head);
+    let (h0, od) = (heads.start, heads.len() * hd);
+    assert!(q.len() == nq * qd && out.len() == nq * od, "query and output rows differ");
     let n_keys = t0 + nq;
     let padded = n_keys.next_multiple_of(KEY_BLOCK);
     assert!(
@@ -243,7 +264,7 @@ fn attend_rows_impl<V: V16>(
         "values shorter than attended"
     );
     scores.resize(QUERY_BLOCK * padded, 0.0);
-    for h in 0..s.n_head {
+    for h in heads {
         let g = h / s.group;
         let kt_head = &kt.data[g * hd * kt.stride..(g + 1) * hd * kt.stride];
         for r0 in (0..nq).step_by(QUERY_BLOCK) {
@@ -312,13 +333,13 @@ fn attend_rows_impl<V: V16>(
                     }
                 }
                 for (i, oi) in o.iter().enumerate().take(nb) {
-                    let dst = &mut out[(r0 + i) * qd + h * hd + e0..(r0 + i) * qd + h * hd + e0 + 16];
+                    let dst = &mut out[(r0 + i) * od + (h - h0) * hd + e0..(r0 + i) * od + (h - h0) * hd + e0 + 16];
                     // SAFETY: `dst` has 16 values.
                     unsafe { oi.store(dst.as_mut_ptr()) };
                 }
             }
             for i in 0..nb {
-                let orow = &mut out[(r0 + i) * qd + h * hd + main..(r0 + i) * qd + (h + 1) * hd];
+                let orow = &mut out[(r0 + i) * od + (h - h0) * hd + main..(r0 + i) * od + (h - h0 + 1) * hd];
                 orow.fill(0.0);
                 for j in 0..=t0 + r0 + i {
                     let vj = &v[j * s.kv_stride + kv_off + main..j * s.kv_stride + kv_off + hd];
@@ -493,12 +514,26 @@ mod tests {
                     let mut got = vec![0f32; nq * qd];
                     let mut scratch = Vec::new();
                     let kts = KeysT { data: &kt, stride };
-                    match isa {
-                        #[cfg(target_arch = "x86_64")]
-                        Isa::Avx512 => unsafe { attend_rows_avx512(&shape, &q, kts, &v, t0, &mut scratch, &mut got) },
-                        #[cfg(target_arch = "x86_64")]
-                        Isa::Avx2 => unsafe { attend_rows_avx2(&shape, &q, kts, &v, t0, &mut scratch, &mut got) },
-                        _ => attend_rows_impl::<Scalar16>(&shape, &q, kts, &v, t0, &mut scratch, &mut got),
+                    // All heads at once, then the heads in two parts (the generation split).
+                    let split = n_head / 2;
+                    for heads in [0..n_head, 0..split, split..n_head] {
+                        let od = heads.len() * hd;
+                        let mut part = vec![0f32; nq * od];
+                        let h0 = heads.start;
+                        match isa {
+                            #[cfg(target_arch = "x86_64")]
+                            Isa::Avx512 => unsafe {
+                                attend_rows_avx512(&shape, &q, kts, &v, t0, heads, &mut scratch, &mut part)
+                            },
+                            #[cfg(target_arch = "x86_64")]
+                            Isa::Avx2 => unsafe {
+                                attend_rows_avx2(&shape, &q, kts, &v, t0, heads, &mut scratch, &mut part)
+                            },
+                            _ => attend_rows_impl::<Scalar16>(&shape, &q, kts, &v, t0, heads, &mut scratch, &mut part),
+                        }
+                        for r in 0..nq {
+                            got[r * qd + h0 * hd..r * qd + h0 * hd + od].copy_from_slice(&part[r * od..(r + 1) * od]);
+                        }
                     }
                     let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "{} hd {hd} t0 {t0} nq {nq}", isa.name());

@@ -66,8 +66,8 @@ pub fn matmul_with(
     assert_eq!(x.len(), n_tokens * cols, "x has the wrong length");
     assert_eq!(y.len(), n_tokens * rows, "y has the wrong length");
     let prompt = n_tokens >= TOKEN_BLOCK / 2;
-    // The prompt path prefers the kernel on prepared activation rows where there is one.
-    let prepared = if prompt { vec_dot::select4_prepared(ty, isa) } else { None };
+    // Both paths prefer the kernels on prepared activation rows where there are some.
+    let prepared = vec_dot::select4_prepared(ty, isa);
     let p_row = prepared.map_or(0, |p| p.row_bytes(cols));
     let k = Kernels { dot, dot4: vec_dot::select4(ty, isa), prepared, cols, w_row, x_row, p_row };
 
@@ -106,7 +106,7 @@ pub fn matmul_with(
                 let r1 = (r0 + GEN_ROWS).min(rows);
                 let width = r1 - r0;
                 let mut part = vec![0f32; width * n_tokens];
-                k.products(&w[r0 * w_row..r1 * w_row], xq, &[], |t, r, v| part[t * width + r] = v);
+                k.products(&w[r0 * w_row..r1 * w_row], xq, xp, |t, r, v| part[t * width + r] = v);
                 part
             })
             .collect();
@@ -173,9 +173,13 @@ impl Kernels {
             }
         }
         for t in t0..nt {
-            let xr = x_at(t);
+            // The prepared one-row kernel where there is one (same bits as `dot`).
+            let (dot, xr) = match self.prepared {
+                Some(p) => (p.dot1, &xp[t * self.p_row..(t + 1) * self.p_row]),
+                None => (self.dot, x_at(t)),
+            };
             for r in 0..rows {
-                out(t, r, (self.dot)(self.cols, w_at(r), xr));
+                out(t, r, dot(self.cols, w_at(r), xr));
             }
         }
     }

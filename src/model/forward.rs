@@ -183,13 +183,20 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, 
         kv_stride: kvd,
         scale: 1.0 / (hd as f32).sqrt(),
     };
-    // Rows are independent; small chunks balance the causal triangle's uneven rows.
+    // Rows are independent; small chunks balance the causal triangle's uneven rows. One row
+    // (generation) is split by heads instead, so that every thread takes part.
     const ROWS: usize = 8;
-    s.att[..n * qd].par_chunks_mut(ROWS * qd).enumerate().for_each_init(Vec::new, |scores, (chunk, out)| {
-        let r0 = chunk * ROWS;
-        let nr = out.len() / qd;
-        attend_rows(&shape, &q[r0 * qd..(r0 + nr) * qd], kt, v, p0 + r0, scores, out);
-    });
+    if n == 1 {
+        s.att[..qd].par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores, (h, out)| {
+            attend_rows(&shape, &q[..qd], kt, v, p0, h..h + 1, scores, out);
+        });
+    } else {
+        s.att[..n * qd].par_chunks_mut(ROWS * qd).enumerate().for_each_init(Vec::new, |scores, (chunk, out)| {
+            let r0 = chunk * ROWS;
+            let nr = out.len() / qd;
+            attend_rows(&shape, &q[r0 * qd..(r0 + nr) * qd], kt, v, p0 + r0, 0..c.n_head, scores, out);
+        });
+    }
 
     l.wo.matmul(&s.att[..n * qd], &mut s.proj[..n * d], n, &mut s.qbuf);
     for (x, p) in s.x[..n * d].iter_mut().zip(&s.proj[..n * d]) {

@@ -37,13 +37,15 @@ pub type VecDot4Fn = fn(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]);
 /// Rearranges one quantized activation row of `n` values into a prepared kernel's layout.
 pub type PrepareFn = fn(n: usize, y: &[u8], out: &mut [u8]);
 
-/// A four-row kernel that reads activation rows rearranged once per matrix product
+/// Four-row and one-row kernels that read activation rows rearranged once per matrix product
 /// ([`Prepared4::prepare`]) rather than the quantized rows themselves, so the per-token work in
 /// the inner loop shrinks; each result is bit-identical to [`select`]'s kernel on the raw row.
 #[derive(Clone, Copy)]
 pub struct Prepared4 {
     pub prepare: PrepareFn,
     pub dot4: VecDot4Fn,
+    /// One weight row against one prepared activation row.
+    pub dot1: VecDotFn,
     /// Prepared bytes per pair of `block`-value blocks (an odd last block takes a whole pair).
     pub pair_bytes: usize,
     pub block: usize,

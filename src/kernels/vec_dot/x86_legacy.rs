@@ -147,21 +147,21 @@ pub(super) fn avx512_x4_prepared(ty: GgmlType) -> Option<super::Prepared4> {
         return None;
     }
     use GgmlType as T;
-    let (prepare, dot4): (super::PrepareFn, VecDot4Fn) = match ty {
-        T::Q4_0 => (p_q4_0, w4p_q4_0),
-        T::Q4_1 => (p_q4_1, w4p_q4_1),
-        T::Q5_0 => (p_q5_0, w4p_q5_0),
-        T::Q5_1 => (p_q5_1, w4p_q5_1),
-        T::Q8_0 => (p_q8_0, w4p_q8_0),
-        T::IQ4_NL => (p_iq4_nl, w4p_iq4_nl),
+    let (prepare, dot4, dot1): (super::PrepareFn, VecDot4Fn, VecDotFn) = match ty {
+        T::Q4_0 => (p_q4_0, w4p_q4_0, w1p_q4_0),
+        T::Q4_1 => (p_q4_1, w4p_q4_1, w1p_q4_1),
+        T::Q5_0 => (p_q5_0, w4p_q5_0, w1p_q5_0),
+        T::Q5_1 => (p_q5_1, w4p_q5_1, w1p_q5_1),
+        T::Q8_0 => (p_q8_0, w4p_q8_0, w1p_q8_0),
+        T::IQ4_NL => (p_iq4_nl, w4p_iq4_nl, w1p_iq4_nl),
         _ => return None,
     };
-    Some(super::Prepared4 { prepare, dot4, pair_bytes: avx512::PREP_PAIR, block: QK })
+    Some(super::Prepared4 { prepare, dot4, dot1, pair_bytes: avx512::PREP_PAIR, block: QK })
 }
 
 /// Safe wrappers of the activation preparation and the prepared four-row kernels.
 macro_rules! wrappers_prepared {
-    ($($p:ident => $pinner:path, $w:ident => $winner:path;)*) => {$(
+    ($($p:ident => $pinner:path, $w:ident => $winner:path, $w1:ident => $w1inner:path;)*) => {$(
         fn $p(n: usize, y: &[u8], out: &mut [u8]) {
             // SAFETY: only handed out by `avx512_x4_prepared` after AVX512-VNNI was detected
             // and `select4`'s caller confirmed AVX-512 (the x4 table checked F16C and FMA).
@@ -171,16 +171,20 @@ macro_rules! wrappers_prepared {
             // SAFETY: as above.
             *out = unsafe { $winner(n, x, ys) };
         }
+        fn $w1(n: usize, x: &[u8], y: &[u8]) -> f32 {
+            // SAFETY: as above.
+            unsafe { $w1inner(n, x, y) }
+        }
     )*};
 }
 
 wrappers_prepared! {
-    p_q4_0 => avx512::prep_q4_0, w4p_q4_0 => avx512::q4_0_vnni_x4p;
-    p_q4_1 => avx512::prep_q4_1, w4p_q4_1 => avx512::q4_1_vnni_x4p;
-    p_q5_0 => avx512::prep_q5_0, w4p_q5_0 => avx512::q5_0_vnni_x4p;
-    p_q5_1 => avx512::prep_q5_1, w4p_q5_1 => avx512::q5_1_vnni_x4p;
-    p_q8_0 => avx512::prep_q8_0, w4p_q8_0 => avx512::q8_0_vnni_x4p;
-    p_iq4_nl => avx512::prep_iq4_nl, w4p_iq4_nl => avx512::iq4_nl_vnni_x4p;
+    p_q4_0 => avx512::prep_q4_0, w4p_q4_0 => avx512::q4_0_vnni_x4p, w1p_q4_0 => avx512::q4_0_vnni_x1p;
+    p_q4_1 => avx512::prep_q4_1, w4p_q4_1 => avx512::q4_1_vnni_x4p, w1p_q4_1 => avx512::q4_1_vnni_x1p;
+    p_q5_0 => avx512::prep_q5_0, w4p_q5_0 => avx512::q5_0_vnni_x4p, w1p_q5_0 => avx512::q5_0_vnni_x1p;
+    p_q5_1 => avx512::prep_q5_1, w4p_q5_1 => avx512::q5_1_vnni_x4p, w1p_q5_1 => avx512::q5_1_vnni_x1p;
+    p_q8_0 => avx512::prep_q8_0, w4p_q8_0 => avx512::q8_0_vnni_x4p, w1p_q8_0 => avx512::q8_0_vnni_x1p;
+    p_iq4_nl => avx512::prep_iq4_nl, w4p_iq4_nl => avx512::iq4_nl_vnni_x4p, w1p_iq4_nl => avx512::iq4_nl_vnni_x1p;
 }
 
 /// Safe wrappers: the function pointers the tables hand out.
@@ -1058,7 +1062,7 @@ mod avx512 {
 
     /// Defines the prepared-activation entry points of one format (AVX512-VNNI only).
     macro_rules! entry_prepared {
-        ($prep:ident, $vnni4p:ident, $fmt:ty) => {
+        ($prep:ident, $vnni4p:ident, $vnni1p:ident, $fmt:ty) => {
             /// Prepares one activation row for the prepared four-row kernel.
             ///
             /// # Safety
@@ -1077,15 +1081,25 @@ mod avx512 {
             pub(in super::super) unsafe fn $vnni4p(n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
                 run_prepared::<$fmt, 4>(n, x, ys)
             }
+
+            /// The one-row kernel on a prepared activation row; bit-identical to the one-row
+            /// kernel on the raw row.
+            ///
+            /// # Safety
+            /// As for the four-row kernel.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
+            pub(in super::super) unsafe fn $vnni1p(n: usize, x: &[u8], y: &[u8]) -> f32 {
+                run_prepared::<$fmt, 1>(n, x, [y])[0]
+            }
         };
     }
 
-    entry_prepared!(prep_q4_0, q4_0_vnni_x4p, Q4_0);
-    entry_prepared!(prep_q4_1, q4_1_vnni_x4p, Q4_1);
-    entry_prepared!(prep_q5_0, q5_0_vnni_x4p, Q5_0);
-    entry_prepared!(prep_q5_1, q5_1_vnni_x4p, Q5_1);
-    entry_prepared!(prep_q8_0, q8_0_vnni_x4p, Q8_0);
-    entry_prepared!(prep_iq4_nl, iq4_nl_vnni_x4p, IQ4NL);
+    entry_prepared!(prep_q4_0, q4_0_vnni_x4p, q4_0_vnni_x1p, Q4_0);
+    entry_prepared!(prep_q4_1, q4_1_vnni_x4p, q4_1_vnni_x1p, Q4_1);
+    entry_prepared!(prep_q5_0, q5_0_vnni_x4p, q5_0_vnni_x1p, Q5_0);
+    entry_prepared!(prep_q5_1, q5_1_vnni_x4p, q5_1_vnni_x1p, Q5_1);
+    entry_prepared!(prep_q8_0, q8_0_vnni_x4p, q8_0_vnni_x1p, Q8_0);
+    entry_prepared!(prep_iq4_nl, iq4_nl_vnni_x4p, iq4_nl_vnni_x1p, IQ4NL);
 
     /// Defines the VNNI and BW entry points of one format, for one token and for four.
     macro_rules! entry {
@@ -1594,6 +1608,7 @@ mod tests {
                     for k in 0..4 {
                         let want = one(n, &x, &rows[k]);
                         assert_eq!(got[k].to_bits(), want.to_bits(), "{ty} prepared blocks={nb} row {k}");
+                        assert_eq!((p.dot1)(n, &x, &prepared[k]).to_bits(), want.to_bits(), "{ty} prepared x1 row {k}");
                     }
                     let short = vec![0u8; p.row_bytes(n) - 1];
                     let f = p.dot4;
