@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod model;
 pub mod quant;
+pub mod recommend;
 pub mod report;
 pub mod run;
 pub mod util;
