@@ -132,7 +132,7 @@ pub struct RunArgs {
 pub struct RecommendArgs {
     /// The RAM budget: 8GiB, 8G (= 8 GiB: bare K/M/G/T are powers of 1024), 8GB or 8000MB
     /// (powers of 1000), 8e9 or 8000000000 (bytes).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub ram: String,
     /// Context length the KV cache is sized for (default: 512, the context quality was measured at).
     #[arg(long, default_value_t = evalq::recommend::DEFAULT_CTX)]

@@ -82,6 +82,7 @@ pub const DEFAULT_CTX: u64 = 512;
 
 /// The element type of the KV cache (llama.cpp `--cache-type-k/-v`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KvType {
     F32,
     F16,
@@ -277,7 +278,11 @@ fn decide(mut a: ModelAnswer) -> ModelAnswer {
             };
         }
         None => {
-            a.reason = format!("{fitting} formats fit, but there are no quality figures for {} to rank them", a.model);
+            a.reason = format!(
+                "{fitting} format{} fit, but there are no quality figures for {} to rank them",
+                if fitting == 1 { "" } else { "s" },
+                a.model
+            );
         }
     }
     a
