@@ -386,6 +386,7 @@ pub fn shape_answer(
         }
         candidates.push(c);
     }
+    interpolate_by_bpw(&mut candidates);
     Ok(decide(ModelAnswer {
         model: s.name.clone(),
         family: s.family.clone(),
@@ -395,6 +396,31 @@ pub fn shape_answer(
         recommended: None,
         reason: String::new(),
     }))
+}
+
+/// Fills formats that the reference points cannot reach (IQ4_NL and IQ4_XS: the Llama-3-8B table
+/// has them only with an importance matrix) by interpolating between the nearest formats below
+/// and above in bits per weight that have figures: ln KLD and ln PPL linearly in bpw. Labelled
+/// extrapolated. Formats outside the range of known bpw stay without figures.
+fn interpolate_by_bpw(c: &mut [Candidate]) {
+    let known: Vec<(f64, Option<f64>, Option<f64>, String)> =
+        c.iter().filter(|x| x.quality_kind != "none").map(|x| (x.bpw, x.kld, x.ppl, x.format.clone())).collect();
+    for x in c.iter_mut().filter(|x| x.quality_kind == "none") {
+        let lo = known.iter().filter(|k| k.0 <= x.bpw).max_by(|a, b| a.0.total_cmp(&b.0));
+        let hi = known.iter().filter(|k| k.0 > x.bpw).min_by(|a, b| a.0.total_cmp(&b.0));
+        let (Some(lo), Some(hi)) = (lo, hi) else { continue };
+        let t = (x.bpw - lo.0) / (hi.0 - lo.0);
+        let lerp = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some((a.ln() + t * (b.ln() - a.ln())).exp()),
+            _ => None,
+        };
+        x.kld = lerp(lo.1, hi.1);
+        x.ppl = lerp(lo.2, hi.2);
+        if x.kld.is_some() || x.ppl.is_some() {
+            x.quality_kind = "extrapolated".into();
+            x.quality_source = format!("interpolated by bits per weight between {} and {}", lo.3, hi.3);
+        }
+    }
 }
 
 /// The across-size rule, as printed.
@@ -784,6 +810,24 @@ mod tests {
         );
         assert_eq!(choose(&[cand("A", 10, 5, Some(0.0), None)]), None);
         assert_eq!(choose(&[cand("A", 1, 5, None, Some(7.0)), cand("B", 1, 5, Some(1.0), None)]), Some(1));
+    }
+
+    #[test]
+    fn missing_formats_are_interpolated_by_bpw_and_labelled() {
+        let mut c = vec![
+            cand("A", 1, 5, Some(0.01), Some(6.0)),
+            cand("B", 1, 5, None, None),
+            cand("C", 1, 5, Some(0.04), Some(7.0)),
+        ];
+        c[0].bpw = 6.0;
+        c[1].bpw = 5.0;
+        c[2].bpw = 4.0;
+        c[1].quality_kind = "none".into();
+        interpolate_by_bpw(&mut c);
+        assert_eq!(c[1].quality_kind, "extrapolated");
+        assert!((c[1].kld.unwrap() - 0.02).abs() < 1e-12, "{:?}", c[1].kld);
+        assert!((c[1].ppl.unwrap() - (42f64).sqrt()).abs() < 1e-12);
+        assert!(c[1].quality_source.contains("between C and A"));
     }
 
     #[test]
