@@ -52,7 +52,16 @@ fn text_output_names_the_winner_first_and_marks_it_in_the_table() {
 #[test]
 fn json_has_the_documented_keys_and_the_hand_computed_need() {
     let v = json(&["--ram", "300MB"]);
-    for k in ["budget_bytes", "ctx", "ctx_padded", "kv_type", "overhead_fixed_bytes", "overhead_percent", "formula"] {
+    for k in [
+        "budget_bytes",
+        "ctx",
+        "ctx_padded",
+        "kv_type",
+        "n_ubatch",
+        "overhead_fixed_bytes",
+        "overhead_percent",
+        "formula",
+    ] {
         assert!(v.get(k).is_some(), "missing {k}");
     }
     assert_eq!(v["budget_bytes"], 300_000_000u64);
@@ -87,6 +96,11 @@ fn a_budget_below_every_need_names_the_smallest() {
     let q41 = v["candidates"].as_array().unwrap().iter().find(|c| c["format"] == "Q4_1").unwrap().clone();
     assert_eq!(q41["need"]["kv_cache"], 2 * 30 * 256 * 192 * 18 / 32);
     assert_eq!(q41["need"]["compute"], 4 * 256 * (49_152 + 2 * 576));
+    // llama.cpp's -ub 32 shrinks the compute reservation to 4 × 32 × (49152 + 1152).
+    let v = json(&["--ram", "250MB", "--ubatch", "32"]);
+    let q41 = v["candidates"].as_array().unwrap().iter().find(|c| c["format"] == "Q4_1").unwrap().clone();
+    assert_eq!(q41["need"]["compute"], 4 * 32 * (49_152 + 2 * 576));
+    assert_eq!(v["n_ubatch"], 32);
 }
 
 #[test]
@@ -95,6 +109,7 @@ fn bad_sizes_and_options_exit_2_with_a_clear_message() {
     assert!(fails(&["--ram", "8XB"]).contains("unknown unit 'xb'"));
     assert!(fails(&["--ram", "GiB"]).contains("is not a number"));
     assert!(fails(&["--ram", "8GiB", "--kv-type", "q5_1"]).contains("unknown KV cache type"));
+    assert!(fails(&["--ram", "8GiB", "--ubatch", "0"]).contains("--ubatch must be at least 1"));
     let e = fails(&["--ram", "8GiB", "--params", "6B"]);
     assert!(e.contains("unknown model size '6B'") && e.contains("135M, 1B, 3B, 7B, 8B, 13B, 70B"), "{e}");
 }

@@ -416,7 +416,10 @@ pub fn recommend(a: RecommendArgs) -> anyhow::Result<()> {
     if a.ctx == 0 {
         anyhow::bail!("--ctx must be at least 1");
     }
-    let st = rec::Settings { n_ctx: a.ctx, kv_type: rec::KvType::parse(&a.kv_type)? };
+    if a.ubatch == 0 {
+        anyhow::bail!("--ubatch must be at least 1");
+    }
+    let st = rec::Settings { n_ctx: a.ctx, kv_type: rec::KvType::parse(&a.kv_type)?, n_ubatch: a.ubatch };
     let points = match &a.reference_points {
         Some(p) => refpoints::load(p)?,
         None => refpoints::builtin(),

@@ -12,7 +12,8 @@
 //! kv       = 2 × n_layer × n_ctx_pad × n_kv_head × head_dim × bytes(kv type)
 //!            bytes: f32 4, f16 2, q8_0 34/32, q4_0 18/32; n_ctx_pad = n_ctx rounded up to 256
 //!            (llama-context.cpp pads n_ctx: `GGML_PAD(cparams.n_ctx, 256)`)
-//! compute  = 4 × n_ubatch × (n_vocab + 2 × d_model),  n_ubatch = min(n_ctx, 512)
+//! compute  = 4 × min(n_ctx, n_ubatch) × (n_vocab + 2 × d_model),  n_ubatch 512 (llama.cpp's
+//!            default; `--ubatch` models `-ub`)
 //! output   = 4 × n_vocab                (logits of one sequence, f32)
 //! overhead = 32 MiB + 1% of the sum above
 //! ```
@@ -28,6 +29,7 @@
 //! |   512 |      128 |       24.56 |      24.563 |
 //! |   512 |      256 |       49.13 |      49.125 |
 //! |   512 |      512 |       98.25 |       98.25 |
+//! |   600 |      512 |       98.25 |       98.25 |
 //! |  1024 |      512 |       98.25 |       98.25 |
 //! |  1024 |     1024 |      196.50 |      196.50 |
 //! |  2048 |      128 |       25.63 |      24.563 |
@@ -39,16 +41,22 @@
 //! Exact except at n_ctx 2048, where the allocator's layout costs 4.3% more; the 1% overhead
 //! covers that on any model whose weights are larger than its compute buffer. The printed
 //! `CPU output buffer size` is 0.19 MiB for one sequence (= 4 × 49152 bytes). The KV formula
-//! reproduces `llama_kv_cache: size = 11.25 MiB (512 cells, 30 layers)` and 180.00 MiB at 8192.
+//! reproduces `llama_kv_cache: size = 11.25 MiB (512 cells, 30 layers)`, 180.00 MiB at 8192 and
+//! 16.88 MiB at `-c 600` (llama.cpp pads it to 768 cells).
 //!
 //! The fixed 32 MiB is the process itself: llama.cpp's libraries (libllama 4.5 MB, libggml-cpu
-//! 1.6 MB, libggml-base 0.9 MB, common 5.9 MB), the vocabulary tables and thread stacks. It is
-//! deliberately a bound, not a fit: llama-bench pp512+tg16 on the Q4_1 file peaks at 149 MiB
-//! resident, of which 92 MiB are weights and ~12 MiB touched KV cache.
+//! 1.6 MB, libggml-base 0.9 MB, common 5.9 MB), the vocabulary tables and thread stacks:
+//! `llama-tokenize` on the SmolLM2 GGUF (libraries and vocabulary, no weights) peaks at 30.1 MiB
+//! resident (`/usr/bin/time -f %M`). A 128k vocabulary adds a few MiB, inside the 1%.
 //!
-//! These are the bytes llama.cpp allocates. Resident memory can be lower, because a generating
-//! session never fills the worst-case logits reservation; a budget that covers the allocation
-//! also works with `--mlock` and without memory overcommit.
+//! Check of the whole sum against resident memory: `llama-bench -p 64 -n 16 -ub 32` on the Q4_1
+//! file peaks at 131.0 MiB; `evalq recommend --ctx 80 --ubatch 32` says 93.8 (the file) + 5.6
+//! (KV, 256 cells) + 6.1 (compute, ub 32) + 0.2 (output) + 33.1 (overhead) = 138.8 MiB, 6% above.
+//! With the default `-ub 512` the same kind of run (pp512 + tg16) peaks at
+//! 149.0 MiB while `--ctx 528` says 243.2 MiB: these are the bytes llama.cpp *allocates*, and a
+//! generating session never touches most of the worst-case logits reservation. A budget that
+//! covers the allocation also holds with `--mlock` or without memory overcommit; `--ubatch`
+//! shrinks the reservation as llama.cpp's `-ub` does.
 //!
 //! # Choosing
 //!
@@ -74,8 +82,8 @@ use refpoints::RefPoint;
 pub const OVERHEAD_FIXED_BYTES: u64 = 32 << 20;
 /// Proportional part of the overhead, in percent of weights + KV + buffers.
 pub const OVERHEAD_PERCENT: f64 = 1.0;
-/// llama.cpp's default micro-batch (`n_ubatch`).
-pub const N_UBATCH: u64 = 512;
+/// llama.cpp's default micro-batch (`n_ubatch`, `-ub`).
+pub const DEFAULT_UBATCH: u64 = 512;
 /// The default context: the one the quality figures were measured at (evalq run and
 /// llama-perplexity both use 512), so the KV cache matches the measured setting.
 pub const DEFAULT_CTX: u64 = 512;
@@ -126,6 +134,8 @@ impl KvType {
 pub struct Settings {
     pub n_ctx: u64,
     pub kv_type: KvType,
+    /// llama.cpp's `-ub`: the compute buffer scales with it.
+    pub n_ubatch: u64,
 }
 
 /// `n_ctx` as llama.cpp sizes the cache: rounded up to a multiple of 256.
@@ -140,8 +150,8 @@ pub fn kv_bytes(s: &ModelShape, n_ctx: u64, kv: KvType) -> u64 {
 }
 
 /// The scheduler's compute buffer (see the module doc for the check against llama.cpp).
-pub fn compute_bytes(s: &ModelShape, n_ctx: u64) -> u64 {
-    4 * n_ctx.min(N_UBATCH) * (s.vocab + 2 * s.d_model)
+pub fn compute_bytes(s: &ModelShape, n_ctx: u64, n_ubatch: u64) -> u64 {
+    4 * n_ctx.min(n_ubatch) * (s.vocab + 2 * s.d_model)
 }
 
 /// The logits buffer of one sequence.
@@ -163,7 +173,7 @@ pub struct Need {
 /// Weights plus the parts that depend on the shape and context.
 pub fn need(weights: u64, s: &ModelShape, st: &Settings) -> Need {
     let kv_cache = kv_bytes(s, st.n_ctx, st.kv_type);
-    let compute = compute_bytes(s, st.n_ctx);
+    let compute = compute_bytes(s, st.n_ctx, st.n_ubatch);
     let output = output_bytes(s);
     let sum = weights + kv_cache + compute + output;
     let overhead = OVERHEAD_FIXED_BYTES + (sum as f64 * OVERHEAD_PERCENT / 100.0).round() as u64;
@@ -514,6 +524,7 @@ pub struct Recommendation {
     pub ctx: u64,
     pub ctx_padded: u64,
     pub kv_type: KvType,
+    pub n_ubatch: u64,
     pub overhead_fixed_bytes: u64,
     pub overhead_percent: f64,
     pub formula: Formula,
@@ -532,19 +543,21 @@ pub struct Recommendation {
 pub struct Formula {
     pub need: &'static str,
     pub kv_cache: String,
-    pub compute: &'static str,
+    pub compute: String,
     pub output: &'static str,
     pub overhead: String,
 }
 
 impl Formula {
-    pub fn new(kv: KvType) -> Formula {
+    pub fn new(kv: KvType, n_ubatch: u64) -> Formula {
         let (n, d) = kv.bytes_per_element();
         let b = if d == 1 { n.to_string() } else { format!("{n}/{d}") };
         Formula {
             need: "weights + kv_cache + compute + output + overhead",
             kv_cache: format!("2 × n_layer × n_ctx (padded to 256) × n_kv_head × head_dim × {b} bytes ({})", kv.name()),
-            compute: "4 × min(n_ctx, 512) × (n_vocab + 2 × d_model) (llama.cpp's CPU compute buffer, flash attention)",
+            compute: format!(
+                "4 × min(n_ctx, n_ubatch = {n_ubatch}) × (n_vocab + 2 × d_model) (llama.cpp's CPU compute buffer, flash attention)"
+            ),
             output: "4 × n_vocab (logits of one sequence)",
             overhead: format!("{} MiB + {OVERHEAD_PERCENT}% of the rest", OVERHEAD_FIXED_BYTES >> 20),
         }
@@ -601,9 +614,10 @@ pub fn recommend(budget: u64, st: &Settings, answers: Vec<ModelAnswer>, with_siz
         ctx: st.n_ctx,
         ctx_padded: padded_ctx(st.n_ctx),
         kv_type: st.kv_type,
+        n_ubatch: st.n_ubatch,
         overhead_fixed_bytes: OVERHEAD_FIXED_BYTES,
         overhead_percent: OVERHEAD_PERCENT,
-        formula: Formula::new(st.kv_type),
+        formula: Formula::new(st.kv_type, st.n_ubatch),
         recommended,
         candidates,
         models: answers,
@@ -760,7 +774,7 @@ mod tests {
         // Printed by llama-perplexity (two decimals): n_ctx → MiB at the default n_ubatch 512.
         for (n_ctx, printed) in [(128, 24.56), (256, 49.13), (512, 98.25), (1024, 98.25), (4096, 98.25), (8192, 98.25)]
         {
-            let got = mib(compute_bytes(&s, n_ctx));
+            let got = mib(compute_bytes(&s, n_ctx, DEFAULT_UBATCH));
             assert!((got - printed).abs() <= 0.005 + 1e-9, "n_ctx {n_ctx}: {got} vs {printed}");
         }
         assert!((mib(output_bytes(&s)) - 0.19).abs() < 0.005);
@@ -844,7 +858,7 @@ mod tests {
             recommended: None,
             reason: String::new(),
         };
-        let st = Settings { n_ctx: 512, kv_type: KvType::F16 };
+        let st = Settings { n_ctx: 512, kv_type: KvType::F16, n_ubatch: DEFAULT_UBATCH };
         let e = recommend(1000, &st, vec![a], false).unwrap_err().to_string();
         assert!(e.contains("smallest need is m Q2_K at 123.4 MB"), "{e}");
     }
