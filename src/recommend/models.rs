@@ -265,6 +265,18 @@ mod tests {
         }
     }
 
+    /// Llama-2-70B (80 layers, grouped-query attention: llama.cpp's 70B attn_v rule applies):
+    /// the 'Old Numbers' scoreboard in llama.cpp's tools/perplexity/README.md lists Q4_K_M at
+    /// 38.54 GiB, Q5_K_M at 45.41 GiB and Q6_K at 52.70 GiB.
+    #[test]
+    fn llama2_70b_sizes_match_the_llama_cpp_scoreboard() {
+        let s = preset("70B").unwrap();
+        for (f, published) in [(FileType::Q4_K_M, 38.54), (FileType::Q5_K_M, 45.41), (FileType::Q6_K, 52.70)] {
+            let g = gib(&s, f);
+            assert!((g - published).abs() < 0.1, "{f}: {g:.3} GiB vs {published}");
+        }
+    }
+
     /// The default model's shape planned by the mix rules gives the type histograms and tensor
     /// bytes of the files evalq wrote in the real run (file_bytes minus one constant: metadata).
     #[test]
