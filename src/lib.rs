@@ -16,6 +16,7 @@ pub mod history;
 pub mod kernels;
 pub mod model;
 pub mod quant;
+pub mod recommend;
 pub mod report;
 pub mod run;
 pub mod util;

@@ -16,7 +16,7 @@ use evalq::model::{Checkpoint, LlamaWeights};
 use evalq::quant::mix;
 use evalq::quant::quantize::{quantize_checkpoint, write_gguf};
 
-use super::{progress, BandwidthArgs, CompareArgs, CompareRules, FailOnArg, HistoryArgs, NightlyArgs, RunSettings, EvalDataArgs, SpeedArgs, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, RunArgs, TokenizeArgs};
+use super::{progress, BandwidthArgs, CompareArgs, CompareRules, FailOnArg, HistoryArgs, NightlyArgs, RecommendArgs, RunSettings, EvalDataArgs, SpeedArgs, ExportDtypeArg, ExportArgs, InfoArgs, PplArgs, QuantizeArgs, RunArgs, TokenizeArgs};
 
 fn open_model(arg: Option<&str>) -> anyhow::Result<Checkpoint> {
     let path = fetch::resolve_model(arg)?;
@@ -497,6 +497,65 @@ pub fn history(a: HistoryArgs) -> anyhow::Result<()> {
     writeln!(stdout, "{} runs, {} formats ({})", t.runs, t.formats.len(), t.formats.join(" "))?;
     for f in &t.files {
         writeln!(stdout, "wrote {}", f.display())?;
+    }
+    Ok(())
+}
+
+/// `evalq recommend`: the measured run (if any) and the requested sizes, ranked for the budget.
+pub fn recommend(a: RecommendArgs) -> anyhow::Result<()> {
+    use evalq::recommend::{self as rec, models::ModelShape, refpoints};
+    let budget = evalq::util::parse_size(&a.ram).context("--ram")?;
+    if a.ctx == 0 {
+        anyhow::bail!("--ctx must be at least 1");
+    }
+    if a.ubatch == 0 {
+        anyhow::bail!("--ubatch must be at least 1");
+    }
+    let st = rec::Settings { n_ctx: a.ctx, kv_type: rec::KvType::parse(&a.kv_type)?, n_ubatch: a.ubatch };
+    let points = match &a.reference_points {
+        Some(p) => refpoints::load(p)?,
+        None => refpoints::builtin(),
+    };
+    let mut shapes: Vec<ModelShape> = Vec::new();
+    for p in &a.params {
+        shapes.push(rec::models::preset(p)?);
+    }
+    for c in &a.config {
+        shapes.push(ModelShape::from_hf_config(c)?);
+    }
+    let with_sizes = !shapes.is_empty();
+    // The measured run is required unless sizes were asked for; then a missing default is skipped.
+    let explicit_results = a.results != std::path::Path::new("reports/latest");
+    let results = if with_sizes && !explicit_results && !a.results.exists() {
+        None
+    } else {
+        Some(rec::load_results(&a.results)?)
+    };
+    let mut answers = Vec::new();
+    if let Some(r) = &results {
+        let shape = match a.model.as_deref().or(Some(r.model.path.as_str()).filter(|p| std::path::Path::new(p).exists())) {
+            Some(m) => {
+                let ckpt = open_model(Some(m))?;
+                let tied = !ckpt.has_tensor("output.weight");
+                ModelShape::from_config(&r.model.name, &r.model.name, &ckpt.config()?, tied)
+            }
+            None => rec::shape_for_results(r).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: model {} ({} params) is not at {} and matches no preset; pass --model FILE for its shape",
+                    a.results.display(), r.model.name, r.model.n_params, r.model.path
+                )
+            })?,
+        };
+        answers.push(rec::measured_answer(r, &shape, &st, budget, &a.results.display().to_string()));
+    }
+    for s in &shapes {
+        answers.push(rec::shape_answer(s, &points, results.as_ref(), &st, budget)?);
+    }
+    let r = rec::recommend(budget, &st, answers, with_sizes)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", rec::render_text(&r));
     }
     Ok(())
 }

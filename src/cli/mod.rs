@@ -42,6 +42,8 @@ pub enum Command {
     /// Every format: quantize, quality against the baseline, speed and bandwidth; CSV, JSON,
     /// charts and a report in reports/<date>-<model>-<hash>/.
     Run(RunArgs),
+    /// Which format (and, with --params/--config, which model size) fits a RAM budget best.
+    Recommend(RecommendArgs),
     /// Machine and kernel measurements.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -215,6 +217,42 @@ pub struct RunSettings {
 }
 
 #[derive(Args, Debug)]
+pub struct RecommendArgs {
+    /// The RAM budget: 8GiB, 8G (= 8 GiB: bare K/M/G/T are powers of 1024), 8GB or 8000MB
+    /// (powers of 1000), 8e9 or 8000000000 (bytes).
+    #[arg(long, allow_hyphen_values = true)]
+    pub ram: String,
+    /// Context length the KV cache is sized for (default: 512, the context quality was measured at).
+    #[arg(long, default_value_t = evalq::recommend::DEFAULT_CTX)]
+    pub ctx: u64,
+    /// The measured run: a run directory or its results.json.
+    #[arg(long, default_value = "reports/latest")]
+    pub results: std::path::PathBuf,
+    /// The measured model's file, for its shape (default: the run's model, or the preset with
+    /// the same parameter count).
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Also rank these model sizes: 135M, 1B, 3B, 7B, 8B, 13B, 70B (comma list or repeated).
+    #[arg(long, value_delimiter = ',')]
+    pub params: Vec<String>,
+    /// Also rank the model described by this Hugging Face config.json (repeatable).
+    #[arg(long)]
+    pub config: Vec<std::path::PathBuf>,
+    /// KV cache element type: f16 (llama.cpp's default), f32, q8_0 or q4_0.
+    #[arg(long, default_value = "f16")]
+    pub kv_type: String,
+    /// llama.cpp's micro-batch (-ub); the compute buffer reserves f32 logits for this many tokens.
+    #[arg(long, default_value_t = evalq::recommend::DEFAULT_UBATCH)]
+    pub ubatch: u64,
+    /// Published quality figures to use instead of the built-in datasets/reference-points.csv.
+    #[arg(long)]
+    pub reference_points: Option<std::path::PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct ModelArg {
     /// A GGUF file, a Hugging Face directory, or `smollm2-135m` (the default, fetched if missing).
     #[arg(long, short)]
@@ -346,6 +384,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(a) => commands::export(a),
         Command::Quantize(a) => commands::quantize(a, quiet),
         Command::Run(a) => commands::run(a, quiet),
+        Command::Recommend(a) => commands::recommend(a),
         Command::Bench(BenchCommand::Bandwidth(a)) => commands::bench_bandwidth(a),
         Command::Bench(BenchCommand::Speed(a)) => commands::bench_speed(a),
         Command::Compare(a) => commands::compare(a).map(|c| code = c),
