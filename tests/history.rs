@@ -194,7 +194,11 @@ fn nightly_runs_compares_and_draws_the_history() {
             .env("EVALQ_CACHE_DIR", tmp.path().join("cache"))
             .output()
             .unwrap();
-        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     let base_root = tmp.path().join("base");
     let mut args = vec!["run".to_string()];
@@ -217,7 +221,11 @@ fn nightly_runs_compares_and_draws_the_history() {
     assert_eq!(out.lines().filter(|l| l.contains(" unchanged ")).count(), 2, "{out}");
     assert!(root.join("history.png").is_file() && root.join("history.svg").is_file());
     let cur = std::fs::canonicalize(root.join("latest")).unwrap();
-    assert!(std::fs::read_dir(&cur).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("compare-vs-")));
+    assert!(std::fs::read_dir(&cur).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("compare-vs-")));
 
     // A baseline whose Q4_0 was 0.05 nats per chunk better: tonight's Q4_0 regressed.
     let better = tmp.path().join("better.json");
@@ -233,9 +241,27 @@ fn nightly_runs_compares_and_draws_the_history() {
     std::fs::write(&better, serde_json::to_vec(&v).unwrap()).unwrap();
     let (code, out, err) = nightly(&better, &root);
     assert_eq!(code, 1, "{out}{err}");
-    let verdict = |f: &str| out.lines().find(|l| l.starts_with(f) && l.contains("quality")).unwrap_or_default().to_string();
+    let verdict =
+        |f: &str| out.lines().find(|l| l.starts_with(f) && l.contains("quality")).unwrap_or_default().to_string();
     assert!(verdict("Q4_0").contains("regressed"), "{out}");
     assert!(verdict("Q8_0").contains("unchanged"), "{out}");
+
+    // `history --add` puts runs made elsewhere into a history, once each.
+    let file = tmp.path().join("other").join("history.csv");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    for _ in 0..2 {
+        let (code, out, err) = evalq(&[
+            "history",
+            "--file",
+            file.to_str().unwrap(),
+            "--add",
+            base.to_str().unwrap(),
+            "--add",
+            cur.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    assert_eq!(read_history(&file).unwrap().len(), 2, "one run (both directories have the same name), two formats");
 
     // An unusable baseline fails at once, before a run directory is made.
     let fresh = tmp.path().join("never");

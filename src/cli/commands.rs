@@ -477,12 +477,21 @@ pub fn nightly(a: NightlyArgs, quiet: bool) -> anyhow::Result<std::process::Exit
     let reference = evalq::compare::load_results(&a.baseline)?.baseline.format;
     let (dir, root) = run_and_report(a.run, &reference, quiet)?;
     let code = compare_runs(&a.baseline, &dir, None, &a.rules, false)?;
-    history(HistoryArgs { file: root.join(evalq::history::FILE_NAME), out: None, formats: None })?;
+    history(HistoryArgs { file: root.join(evalq::history::FILE_NAME), out: None, formats: None, add: Vec::new() })?;
     Ok(code)
 }
 
 /// `evalq history`: the trend chart of a history.csv.
 pub fn history(a: HistoryArgs) -> anyhow::Result<()> {
+    let root = a.file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !a.add.is_empty() && a.file.file_name() != Some(std::ffi::OsStr::new(evalq::history::FILE_NAME)) {
+        anyhow::bail!("--add writes {}; --file {} has another name", evalq::history::FILE_NAME, a.file.display());
+    }
+    for dir in &a.add {
+        let dir = std::fs::canonicalize(dir).with_context(|| format!("--add {}", dir.display()))?;
+        let r = evalq::compare::load_results(&dir)?;
+        evalq::history::append_history(root, &dir, &r)?;
+    }
     let rows = evalq::history::read_history(&a.file)?;
     let formats: Option<Vec<String>> =
         a.formats.as_deref().map(|s| s.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect());

@@ -127,6 +127,10 @@ pub struct HistoryArgs {
     /// Only these formats (comma list).
     #[arg(long)]
     pub formats: Option<String>,
+    /// Add these run directories to the history first (runs made before the history existed,
+    /// or in another --out); a run already in it is replaced, not duplicated.
+    #[arg(long)]
+    pub add: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
