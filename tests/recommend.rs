@@ -37,18 +37,17 @@ fn json(args: &[&str]) -> serde_json::Value {
 fn text_output_names_the_winner_first_and_marks_it_in_the_table() {
     let out = ok(&["--ram", "300MB"]);
     let first = out.lines().next().unwrap();
-    assert_eq!(first, "Recommendation: SmolLM2-135M-Instruct Q4_1 (needs 249.1 MB, headroom 50.9 MB)");
-    assert!(
-        out.contains("why: Q4_1 fits with 50.9 MB headroom and has the lowest KLD (0.0030) of the 12 formats that fit")
-    );
+    assert_eq!(first, "Recommendation: SmolLM2-135M-Instruct Q4_1 (needs 153.9 MB, headroom 146.1 MB)");
+    assert!(out
+        .contains("why: Q4_1 fits with 146.1 MB headroom and has the lowest KLD (0.0030) of the 12 formats that fit"));
     assert!(out.lines().any(|l| l.starts_with("* Q4_1 ")), "{out}");
     assert!(out.lines().any(|l| l.starts_with("  F16 ") && l.contains(" no ")), "{out}");
     assert!(out.contains("overhead = 32 MiB + 1% of the rest"));
 }
 
 /// The arithmetic of the winner, by hand: weights are results.json's file_bytes, the KV cache
-/// 2 × 30 × 512 × 3 × 64 × 2, the compute buffer 4 × 512 × (49152 + 2 × 576), the output buffer
-/// 4 × 49152, the overhead 32 MiB + 1%.
+/// 2 × 30 × 512 × 3 × 64 × 2, the resident compute buffer 4 × 512 × (2 × 576 + 2 × 1536) +
+/// 4 × 49152, the output buffer 4 × 49152, the overhead 32 MiB + 1%.
 #[test]
 fn json_has_the_documented_keys_and_the_hand_computed_need() {
     let v = json(&["--ram", "300MB"]);
@@ -73,7 +72,7 @@ fn json_has_the_documented_keys_and_the_hand_computed_need() {
     let q41 = cands.iter().find(|c| c["format"] == "Q4_1").unwrap();
     let weights = 98_362_432u64;
     let kv = 2 * 30 * 512 * 3 * 64 * 2;
-    let compute = 4 * 512 * (49_152 + 2 * 576);
+    let compute = 4 * 512 * (2 * 576 + 2 * 1536) + 4 * 49_152;
     let output = 4 * 49_152;
     let sum = weights + kv + compute + output;
     let total = sum + (32 << 20) + (sum as f64 * 0.01).round() as u64;
@@ -88,19 +87,27 @@ fn json_has_the_documented_keys_and_the_hand_computed_need() {
 
 #[test]
 fn a_budget_below_every_need_names_the_smallest() {
-    let e = fails(&["--ram", "150MB"]);
+    // Q2_K: 88,201,792 + 11,796,480 (KV) + 8,847,360 (compute) + 196,608 (output) = 109,042,240,
+    // plus 32 MiB and 1%: 143,686,994 bytes.
+    let e = fails(&["--ram", "100MB"]);
+    assert!(e.contains("smallest need is SmolLM2-135M-Instruct Q2_K at 143.7 MB"), "{e}");
+    // Counting llama.cpp's full reservation (f32 logits for 512 tokens), 150 MB fits nothing.
+    let e = fails(&["--ram", "150MB", "--reserve"]);
     assert!(e.contains("smallest need is SmolLM2-135M-Instruct Q2_K at 238.8 MB"), "{e}");
-    // A quantized KV cache and a short context shrink the need; 250 MB then fits Q4_1.
-    let v = json(&["--ram", "250MB", "--ctx", "256", "--kv-type", "q4_0"]);
+    // A quantized KV cache and a short context shrink the need; 140 MB then fits Q4_1.
+    let v = json(&["--ram", "140MB", "--ctx", "256", "--kv-type", "q4_0"]);
     assert_eq!(v["recommended"]["format"], "Q4_1");
     let q41 = v["candidates"].as_array().unwrap().iter().find(|c| c["format"] == "Q4_1").unwrap().clone();
     assert_eq!(q41["need"]["kv_cache"], 2 * 30 * 256 * 192 * 18 / 32);
-    assert_eq!(q41["need"]["compute"], 4 * 256 * (49_152 + 2 * 576));
-    // llama.cpp's -ub 32 shrinks the compute reservation to 4 × 32 × (49152 + 1152).
+    assert_eq!(q41["need"]["compute"], 4 * 256 * (2 * 576 + 2 * 1536) + 4 * 49_152);
+    // llama.cpp's -ub 32 shrinks the compute buffer with it, resident or reserved.
     let v = json(&["--ram", "250MB", "--ubatch", "32"]);
     let q41 = v["candidates"].as_array().unwrap().iter().find(|c| c["format"] == "Q4_1").unwrap().clone();
-    assert_eq!(q41["need"]["compute"], 4 * 32 * (49_152 + 2 * 576));
+    assert_eq!(q41["need"]["compute"], 4 * 32 * (2 * 576 + 2 * 1536) + 4 * 49_152);
     assert_eq!(v["n_ubatch"], 32);
+    let v = json(&["--ram", "250MB", "--ubatch", "32", "--reserve"]);
+    let q41 = v["candidates"].as_array().unwrap().iter().find(|c| c["format"] == "Q4_1").unwrap().clone();
+    assert_eq!(q41["need"]["compute"], 4 * 32 * (49_152 + 2 * 576));
 }
 
 #[test]

@@ -520,7 +520,7 @@ pub fn recommend(a: RecommendArgs) -> anyhow::Result<()> {
     if a.ubatch == 0 {
         anyhow::bail!("--ubatch must be at least 1");
     }
-    let st = rec::Settings { n_ctx: a.ctx, kv_type: rec::KvType::parse(&a.kv_type)?, n_ubatch: a.ubatch };
+    let st = rec::Settings { n_ctx: a.ctx, kv_type: rec::KvType::parse(&a.kv_type)?, n_ubatch: a.ubatch, reserve: a.reserve };
     let points = match &a.reference_points {
         Some(p) => refpoints::load(p)?,
         None => refpoints::builtin(),

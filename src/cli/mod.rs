@@ -245,9 +245,13 @@ pub struct RecommendArgs {
     /// KV cache element type: f16 (llama.cpp's default), f32, q8_0 or q4_0.
     #[arg(long, default_value = "f16")]
     pub kv_type: String,
-    /// llama.cpp's micro-batch (-ub); the compute buffer reserves f32 logits for this many tokens.
+    /// llama.cpp's micro-batch (-ub); the compute buffer holds this many tokens' activations.
     #[arg(long, default_value_t = evalq::recommend::DEFAULT_UBATCH)]
     pub ubatch: u64,
+    /// Count llama.cpp's worst-case compute reservation (f32 logits for a whole micro-batch),
+    /// which must fit with --mlock or without memory overcommit, instead of what stays resident.
+    #[arg(long)]
+    pub reserve: bool,
     /// Published quality figures to use instead of the built-in datasets/reference-points.csv.
     #[arg(long)]
     pub reference_points: Option<std::path::PathBuf>,

@@ -3,7 +3,8 @@
 //!
 //! # The memory model
 //!
-//! What llama.cpp allocates to run a model on the CPU with a context of `n_ctx` tokens:
+//! The memory llama.cpp keeps resident to run a model on the CPU with a context of `n_ctx`
+//! tokens, generating (prompts in micro-batches, logits for the last token):
 //!
 //! ```text
 //! need = weights + kv + compute + output + overhead
@@ -12,13 +13,24 @@
 //! kv       = 2 × n_layer × n_ctx_pad × n_kv_head × head_dim × bytes(kv type)
 //!            bytes: f32 4, f16 2, q8_0 34/32, q4_0 18/32; n_ctx_pad = n_ctx rounded up to 256
 //!            (llama-context.cpp pads n_ctx: `GGML_PAD(cparams.n_ctx, 256)`)
-//! compute  = 4 × min(n_ctx, n_ubatch) × (n_vocab + 2 × d_model),  n_ubatch 512 (llama.cpp's
-//!            default; `--ubatch` models `-ub`)
+//! compute  = 4 × min(n_ctx, n_ubatch) × (2 × d_model + 2 × ffn_dim) + 4 × n_vocab
+//!            (the activations of one micro-batch and one row of logits; n_ubatch 512,
+//!            llama.cpp's default, `--ubatch` models `-ub`)
+//!   with --reserve: 4 × min(n_ctx, n_ubatch) × (n_vocab + 2 × d_model), the reservation
 //! output   = 4 × n_vocab                (logits of one sequence, f32)
 //! overhead = 32 MiB + 1% of the sum above
 //! ```
 //!
-//! The compute buffer is the scheduler's worst-case reservation (`sched_reserve: CPU compute
+//! Resident, not allocated, is the default because it is what a RAM budget is spent on: the
+//! scheduler reserves room for the logits of a whole micro-batch (98 MiB for SmolLM2's
+//! 49,152-token vocabulary), but a generating session computes logits for one token, so most of
+//! those pages are never touched. Check: `llama-bench` (pp512 + tg16, `-ub 512`) on the Q4_1
+//! file peaks at 149.0 MiB resident; the resident formula at `--ctx 528` gives 93.8 (file) +
+//! 16.9 (KV, 768 cells) + 8.4 (compute) + 0.2 (output) + 33.2 (overhead) = 152.5 MiB, 2.3% above;
+//! the reservation formula gives 243.2 MiB. `--reserve` counts the reservation, which is what
+//! must fit with `--mlock` or without memory overcommit.
+//!
+//! The reserved compute buffer is the scheduler's worst-case reservation (`sched_reserve: CPU compute
 //! buffer size`): with flash attention (on by default on the CPU) no n_kv × n_tokens score
 //! matrix exists, so the largest live set is the f32 logits of a whole micro-batch plus two
 //! d_model-wide activations. Checked against llama-perplexity of the pinned llama.cpp on
@@ -136,6 +148,8 @@ pub struct Settings {
     pub kv_type: KvType,
     /// llama.cpp's `-ub`: the compute buffer scales with it.
     pub n_ubatch: u64,
+    /// Count llama.cpp's worst-case compute reservation instead of what stays resident.
+    pub reserve: bool,
 }
 
 /// `n_ctx` as llama.cpp sizes the cache: rounded up to a multiple of 256.
@@ -149,9 +163,16 @@ pub fn kv_bytes(s: &ModelShape, n_ctx: u64, kv: KvType) -> u64 {
     2 * s.n_layer * padded_ctx(n_ctx) * s.n_kv_head * s.head_dim * num / den
 }
 
-/// The scheduler's compute buffer (see the module doc for the check against llama.cpp).
+/// The scheduler's compute buffer as reserved (see the module doc for the check against
+/// llama.cpp's prints).
 pub fn compute_bytes(s: &ModelShape, n_ctx: u64, n_ubatch: u64) -> u64 {
     4 * n_ctx.min(n_ubatch) * (s.vocab + 2 * s.d_model)
+}
+
+/// The part of the compute buffer a generating session touches: one micro-batch's widest
+/// activations (two d_model-wide and two ffn-wide rows per token) and one row of logits.
+pub fn compute_resident_bytes(s: &ModelShape, n_ctx: u64, n_ubatch: u64) -> u64 {
+    4 * n_ctx.min(n_ubatch) * (2 * s.d_model + 2 * s.ffn_dim) + 4 * s.vocab
 }
 
 /// The logits buffer of one sequence.
@@ -173,7 +194,11 @@ pub struct Need {
 /// Weights plus the parts that depend on the shape and context.
 pub fn need(weights: u64, s: &ModelShape, st: &Settings) -> Need {
     let kv_cache = kv_bytes(s, st.n_ctx, st.kv_type);
-    let compute = compute_bytes(s, st.n_ctx, st.n_ubatch);
+    let compute = if st.reserve {
+        compute_bytes(s, st.n_ctx, st.n_ubatch)
+    } else {
+        compute_resident_bytes(s, st.n_ctx, st.n_ubatch)
+    };
     let output = output_bytes(s);
     let sum = weights + kv_cache + compute + output;
     let overhead = OVERHEAD_FIXED_BYTES + (sum as f64 * OVERHEAD_PERCENT / 100.0).round() as u64;
@@ -549,15 +574,21 @@ pub struct Formula {
 }
 
 impl Formula {
-    pub fn new(kv: KvType, n_ubatch: u64) -> Formula {
+    pub fn new(kv: KvType, n_ubatch: u64, reserve: bool) -> Formula {
         let (n, d) = kv.bytes_per_element();
         let b = if d == 1 { n.to_string() } else { format!("{n}/{d}") };
         Formula {
             need: "weights + kv_cache + compute + output + overhead",
             kv_cache: format!("2 × n_layer × n_ctx (padded to 256) × n_kv_head × head_dim × {b} bytes ({})", kv.name()),
-            compute: format!(
-                "4 × min(n_ctx, n_ubatch = {n_ubatch}) × (n_vocab + 2 × d_model) (llama.cpp's CPU compute buffer, flash attention)"
-            ),
+            compute: if reserve {
+                format!(
+                    "4 × min(n_ctx, n_ubatch = {n_ubatch}) × (n_vocab + 2 × d_model) (llama.cpp's CPU compute buffer as reserved, flash attention)"
+                )
+            } else {
+                format!(
+                    "4 × min(n_ctx, n_ubatch = {n_ubatch}) × (2 × d_model + 2 × ffn_dim) + 4 × n_vocab (resident while generating; --reserve counts llama.cpp's full reservation)"
+                )
+            },
             output: "4 × n_vocab (logits of one sequence)",
             overhead: format!("{} MiB + {OVERHEAD_PERCENT}% of the rest", OVERHEAD_FIXED_BYTES >> 20),
         }
@@ -617,7 +648,7 @@ pub fn recommend(budget: u64, st: &Settings, answers: Vec<ModelAnswer>, with_siz
         n_ubatch: st.n_ubatch,
         overhead_fixed_bytes: OVERHEAD_FIXED_BYTES,
         overhead_percent: OVERHEAD_PERCENT,
-        formula: Formula::new(st.kv_type, st.n_ubatch),
+        formula: Formula::new(st.kv_type, st.n_ubatch, st.reserve),
         recommended,
         candidates,
         models: answers,
@@ -778,6 +809,9 @@ mod tests {
             assert!((got - printed).abs() <= 0.005 + 1e-9, "n_ctx {n_ctx}: {got} vs {printed}");
         }
         assert!((mib(output_bytes(&s)) - 0.19).abs() < 0.005);
+        // Resident: 4 × 512 × (2 × 576 + 2 × 1536) + 4 × 49152, by hand.
+        assert_eq!(compute_resident_bytes(&s, 512, DEFAULT_UBATCH), 8_650_752 + 196_608);
+        assert_eq!(compute_resident_bytes(&s, 100, DEFAULT_UBATCH), 4 * 100 * 4224 + 196_608);
     }
 
     fn cand(format: &str, total: u64, budget: u64, kld: Option<f64>, ppl: Option<f64>) -> Candidate {
@@ -858,7 +892,7 @@ mod tests {
             recommended: None,
             reason: String::new(),
         };
-        let st = Settings { n_ctx: 512, kv_type: KvType::F16, n_ubatch: DEFAULT_UBATCH };
+        let st = Settings { n_ctx: 512, kv_type: KvType::F16, n_ubatch: DEFAULT_UBATCH, reserve: false };
         let e = recommend(1000, &st, vec![a], false).unwrap_err().to_string();
         assert!(e.contains("smallest need is m Q2_K at 123.4 MB"), "{e}");
     }
