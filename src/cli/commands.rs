@@ -436,6 +436,7 @@ fn compare_runs(
         min_kld_rel: rules.min_kld_change / 100.0,
         min_kld_abs: rules.min_kld_abs,
         speed_threshold: rules.speed_threshold / 100.0,
+        tg_threshold: rules.tg_threshold / 100.0,
         fail_on: match rules.fail_on {
             FailOnArg::Quality => FailOn::Quality,
             FailOnArg::Speed => FailOn::Speed,

@@ -201,8 +201,10 @@ fn rules(c: &Comparison) -> Vec<String> {
             "Speed (pp and tg separately): judged against the noise of the repetitions. Regressed only if every \
              current repetition is slower than every baseline repetition (the ranges do not overlap) AND the \
              median drops by more than the larger of either side's relative spread ((max − min) / median) and \
-             {}%; improved is the mirror image. Different CPU or thread count: not comparable.",
-            fmt_tick(100.0 * o.speed_threshold)
+             {}% for pp, {}% for tg (run-to-run noise exceeds the repetitions' spread); improved is the mirror \
+             image. Different CPU or thread count: not comparable.",
+            fmt_tick(100.0 * o.speed_threshold),
+            fmt_tick(100.0 * o.tg_threshold)
         ),
         "A format's verdict is regressed if any aspect regressed, else improved if any improved. --fail-on picks \
          the aspects that set the exit code (quality, speed or any)."
