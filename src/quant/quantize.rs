@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::formats;
 use crate::gguf::{GgmlType, GgufFile, GgufWriter, Value, WriterTensor};
@@ -93,23 +95,33 @@ pub fn quantize_checkpoint(
     }
     let plans = mix::plan(ftype, opts, &metas, config.n_layer, config.n_head, config.n_kv_head, 0)?;
     let order = mix::llama_tensor_order(&names);
-    let mut tensors = Vec::with_capacity(names.len());
-    for (i, &idx) in order.iter().enumerate() {
+    // Tensors are independent: a few at a time go in parallel (each is also split by rows
+    // inside), so reading one tensor's f32 source overlaps with quantizing another. The tensors
+    // and the callback stay in llama-quantize's order, and the bytes do not depend on the split.
+    let quantize_one = |idx: usize| -> Result<QuantizedTensor> {
         let p = &plans[idx];
         let src = ckpt.tensor_f32(&p.name)?;
         let row_len = src.dims[0] as usize;
         let data = formats::quantize_to_vec(p.ty, &src.data, row_len)
             .map_err(|msg| Error::Tensor { path: ckpt.path().to_path_buf(), tensor: p.name.clone(), msg })?;
-        let t = QuantizedTensor {
+        Ok(QuantizedTensor {
             name: p.name.clone(),
             dims: src.dims,
             ty: p.ty,
             data,
             reason: p.reason.clone(),
             fallback_from: p.fallback_from,
-        };
-        on_tensor(&t, i, order.len());
-        tensors.push(t);
+        })
+    };
+    let group = 2 * rayon::current_num_threads().max(1);
+    let mut tensors = Vec::with_capacity(names.len());
+    for chunk in order.chunks(group) {
+        let done: Vec<Result<QuantizedTensor>> = chunk.par_iter().map(|&idx| quantize_one(idx)).collect();
+        for t in done {
+            let t = t?;
+            on_tensor(&t, tensors.len(), order.len());
+            tensors.push(t);
+        }
     }
     Ok(QuantizedModel { ftype, opts: *opts, tensors, seconds: t0.elapsed().as_secs_f64() })
 }
