@@ -102,8 +102,11 @@ pub fn quantize_checkpoint(
         let p = &plans[idx];
         let src = ckpt.tensor_f32(&p.name)?;
         let row_len = src.dims[0] as usize;
-        let data = formats::quantize_to_vec(p.ty, &src.data, row_len)
-            .map_err(|msg| Error::Tensor { path: ckpt.path().to_path_buf(), tensor: p.name.clone(), msg })?;
+        let data = formats::quantize_to_vec(p.ty, &src.data, row_len).map_err(|msg| Error::Tensor {
+            path: ckpt.path().to_path_buf(),
+            tensor: p.name.clone(),
+            msg,
+        })?;
         Ok(QuantizedTensor {
             name: p.name.clone(),
             dims: src.dims,
@@ -139,7 +142,12 @@ pub fn write_gguf(src: &GgufFile, q: &QuantizedModel, out: &Path) -> Result<u64>
     w.set_last("general.quantization_version", Value::U32(QUANTIZATION_VERSION));
     w.set_last("general.file_type", Value::U32(q.ftype.gguf_id()));
     for t in &q.tensors {
-        w.tensors.push(WriterTensor { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty, data: Cow::Borrowed(&t.data) });
+        w.tensors.push(WriterTensor {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+            data: Cow::Borrowed(&t.data),
+        });
     }
     w.write(out)?;
     Ok(std::fs::metadata(out).map_err(|e| Error::io(out, e))?.len())

@@ -913,6 +913,23 @@ mod avx512 {
         }
     }
 
+    /// Each token's result from its two accumulators (and, for Q4_1 / Q5_1, lanes 1 and 3 of its
+    /// `m_x * s_y` sums): the one reduction order [`run`] and [`run_prepared`] share.
+    #[inline(always)]
+    unsafe fn finish<F: Format, const T: usize>(acc0: [__m512; T], acc1: [__m512; T], acc_m: [__m128; T]) -> [f32; T] {
+        let mut out = [0f32; T];
+        for k in 0..T {
+            let s = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k]));
+            out[k] = if F::MS {
+                let m = _mm_add_ps(acc_m[k], _mm_movehl_ps(acc_m[k], acc_m[k]));
+                s + _mm_cvtss_f32(_mm_movehdup_ps(m))
+            } else {
+                s
+            };
+        }
+        out
+    }
+
     /// The block loop of one weight row against `T` activation rows: four blocks per
     /// iteration into two accumulators per token; an odd last block is paired with
     /// [`ZERO_BLOCK`]. Token `k`'s result depends on `ys[k]` alone, bit for bit: every token
@@ -944,17 +961,7 @@ mod avx512 {
             let z = ZERO_BLOCK.as_ptr();
             step::<F, P, T>(&mut acc1, &mut acc_m, t, (xp.add(i * F::XB), z), yp.map(|p| (p.add(i * F::YB), z)));
         }
-        let mut out = [0f32; T];
-        for k in 0..T {
-            let s = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k]));
-            out[k] = if F::MS {
-                let m = _mm_add_ps(acc_m[k], _mm_movehl_ps(acc_m[k], acc_m[k]));
-                s + _mm_cvtss_f32(_mm_movehdup_ps(m))
-            } else {
-                s
-            };
-        }
-        out
+        finish::<F, T>(acc0, acc1, acc_m)
     }
 
     /// Bytes per pair of activation blocks in the prepared layout of [`prepare`].
@@ -1051,17 +1058,7 @@ mod avx512 {
         if i < nb {
             step_prepared::<F, T>(&mut acc1, &mut acc_m, t, (xp.add(i * F::XB), ZERO_BLOCK.as_ptr()), wy(i));
         }
-        let mut out = [0f32; T];
-        for k in 0..T {
-            let s = _mm512_reduce_add_ps(_mm512_add_ps(acc0[k], acc1[k]));
-            out[k] = if F::MS {
-                let m = _mm_add_ps(acc_m[k], _mm_movehl_ps(acc_m[k], acc_m[k]));
-                s + _mm_cvtss_f32(_mm_movehdup_ps(m))
-            } else {
-                s
-            };
-        }
-        out
+        finish::<F, T>(acc0, acc1, acc_m)
     }
 
     /// Defines the prepared-activation entry points of one format (AVX512-VNNI only).
