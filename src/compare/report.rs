@@ -384,6 +384,42 @@ fn y_axis(n: usize) -> KeyAxis {
     KeyAxis { lo: BOTTOM, hi: n as f64 - 0.4, keys: (0..n).map(|i| i as f64).collect() }
 }
 
+/// The coordinates of a per-format panel: percent on x, one key per format on y.
+type RowsChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, KeyAxis>>;
+
+/// A panel with one row per format (named on the y axis, first at the top) over the x range
+/// `x`, with its mesh drawn: what both panels of the compare chart stand on.
+fn format_rows<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    c: &Comparison,
+    title: &str,
+    x: std::ops::Range<f64>,
+    x_desc: &str,
+) -> std::result::Result<RowsChart<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let n = c.formats.len();
+    let names: Vec<&str> = c.formats.iter().map(|f| f.format.as_str()).collect();
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT, 18))
+        .margin(8)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x, y_axis(n))?;
+    let fmt_y = |v: &f64| label(&names, *v);
+    // A tick at rounding distance from zero would print "-0".
+    let fmt_x = |v: &f64| fmt_tick(if v.abs() < 1e-9 { 0.0 } else { *v });
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 14))
+        .y_labels(n)
+        .y_label_formatter(&fmt_y)
+        .x_label_formatter(&fmt_x)
+        .light_line_style(RGBColor(246, 246, 246))
+        .draw()?;
+    Ok(chart)
+}
+
 fn quality_panel<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Comparison) -> DrawResult<DB> {
     let n = c.formats.len();
     let level = fmt_tick(100.0 * (1.0 - c.options.alpha));
@@ -397,26 +433,7 @@ fn quality_panel<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Comparis
         [q.dppl_pct, q.dppl_pct_ci_low, q.dppl_pct_ci_high]
     });
     let (x0, x1) = x_range(xs.chain([-band, band]));
-    let names: Vec<&str> = c.formats.iter().map(|f| f.format.as_str()).collect();
-    let mut chart = ChartBuilder::on(root)
-        .caption(&title, (FONT, 18))
-        .margin(8)
-        .x_label_area_size(45)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x0..x1, y_axis(n))?;
-    let fmt_y = |v: &f64| label(&names, *v);
-    // A tick at rounding distance from zero would print "-0".
-    let fmt_x = |v: &f64| fmt_tick(if v.abs() < 1e-9 { 0.0 } else { *v });
-    chart
-        .configure_mesh()
-        .x_desc("ΔPPL, % of the baseline run's PPL (current − baseline)")
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 14))
-        .y_labels(n)
-        .y_label_formatter(&fmt_y)
-        .x_label_formatter(&fmt_x)
-        .light_line_style(RGBColor(246, 246, 246))
-        .draw()?;
+    let mut chart = format_rows(root, c, &title, x0..x1, "ΔPPL, % of the baseline run's PPL (current − baseline)")?;
     let top = n as f64 - 0.4;
     let relevance = format!("±{}%: not relevant", fmt_tick(band));
     chart
@@ -475,26 +492,7 @@ fn speed_panel<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Comparison
         [f.pp.delta_pct, f.tg.delta_pct, f.pp.noise_pct, -f.pp.noise_pct, f.tg.noise_pct, -f.tg.noise_pct]
     });
     let (x0, x1) = x_range(xs);
-    let names: Vec<&str> = c.formats.iter().map(|f| f.format.as_str()).collect();
-    let mut chart = ChartBuilder::on(root)
-        .caption(&title, (FONT, 18))
-        .margin(8)
-        .x_label_area_size(45)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x0..x1, y_axis(n))?;
-    let fmt_y = |v: &f64| label(&names, *v);
-    // A tick at rounding distance from zero would print "-0".
-    let fmt_x = |v: &f64| fmt_tick(if v.abs() < 1e-9 { 0.0 } else { *v });
-    chart
-        .configure_mesh()
-        .x_desc("Δ median tokens/s, % (current − baseline)")
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 14))
-        .y_labels(n)
-        .y_label_formatter(&fmt_y)
-        .x_label_formatter(&fmt_x)
-        .light_line_style(RGBColor(246, 246, 246))
-        .draw()?;
+    let mut chart = format_rows(root, c, &title, x0..x1, "Δ median tokens/s, % (current − baseline)")?;
     let top = n as f64 - 0.4;
     chart.draw_series(std::iter::once(PathElement::new([(0.0, BOTTOM), (0.0, top)], BLACK.stroke_width(1))))?;
     // pp sits just above the format's row line and tg just below, each with its own band.

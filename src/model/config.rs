@@ -92,12 +92,11 @@ impl LlamaConfig {
 
     /// Reads a Hugging Face `config.json`.
     pub fn from_hf_config(path: &Path) -> Result<LlamaConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            field: "(json)".into(),
-            msg: e.to_string(),
-        })?;
+        LlamaConfig::from_hf_json(path, &read_hf_json(path)?)
+    }
+
+    /// [`LlamaConfig::from_hf_config`] on a `config.json` already parsed (`v`, read from `path`).
+    pub fn from_hf_json(path: &Path, v: &serde_json::Value) -> Result<LlamaConfig> {
         let field = |name: &str| -> Result<&serde_json::Value> {
             v.get(name).ok_or_else(|| Error::Config {
                 path: path.to_path_buf(),
@@ -203,4 +202,14 @@ impl LlamaConfig {
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
     }
+}
+
+/// Reads and parses a Hugging Face `config.json`; a syntax error names the file.
+pub fn read_hf_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        field: "(json)".into(),
+        msg: e.to_string(),
+    })
 }

@@ -141,13 +141,8 @@ impl ModelShape {
     /// num_attention_heads, num_key_value_heads, vocab_size, tie_word_embeddings). The family is
     /// the file's path: an arbitrary config is comparable with nothing published.
     pub fn from_hf_config(path: &Path) -> Result<ModelShape> {
-        let c = LlamaConfig::from_hf_config(path)?;
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            field: "(json)".into(),
-            msg: e.to_string(),
-        })?;
+        let v = crate::model::config::read_hf_json(path)?;
+        let c = LlamaConfig::from_hf_json(path, &v)?;
         // HF's PretrainedConfig default is true, but llama's LlamaConfig defaults it to false.
         let tied = match v.get("tie_word_embeddings") {
             None | Some(serde_json::Value::Null) => false,
