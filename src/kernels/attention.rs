@@ -308,34 +308,24 @@ fn attend_rows_impl<V: V16>(
                 *inv_i = (1.0 / sum) as f32;
             }
             // Weighted sum of values in key order, 16 dimensions at a time, each value row
-            // read once for the block's queries.
+            // read once for the block's queries. A partial block goes one query at a time:
+            // each output's sum is the same whatever the grouping.
             let kv_off = g * hd;
             let main = hd / 16 * 16;
-            for e0 in (0..main).step_by(16) {
-                let mut o = [V::zero(); QUERY_BLOCK];
-                // Keys every query of a full block attends to: a fixed-size loop, so the
-                // outputs stay in registers.
-                let shared = if nb == QUERY_BLOCK { t0 + r0 + 1 } else { 0 };
-                for j in 0..shared {
-                    // SAFETY: as below.
-                    let vj = unsafe { V::load(v.as_ptr().add(j * s.kv_stride + kv_off + e0)) };
-                    for i in 0..QUERY_BLOCK {
-                        let p = scores[i * padded + j] * inv[i];
-                        o[i] = o[i].mul_add_sep(V::splat(p), vj);
-                    }
-                }
-                for j in shared..=last {
-                    // SAFETY: `j < n_keys` and `kv_off + e0 + 16 <= kv_stride` (asserted above).
-                    let vj = unsafe { V::load(v.as_ptr().add(j * s.kv_stride + kv_off + e0)) };
-                    for (i, oi) in o.iter_mut().enumerate().take(nb).skip(j.saturating_sub(t0 + r0)) {
-                        let p = scores[i * padded + j] * inv[i];
-                        *oi = oi.mul_add_sep(V::splat(p), vj);
-                    }
-                }
-                for (i, oi) in o.iter().enumerate().take(nb) {
-                    let dst = &mut out[(r0 + i) * od + (h - h0) * hd + e0..(r0 + i) * od + (h - h0) * hd + e0 + 16];
-                    // SAFETY: `dst` has 16 values.
-                    unsafe { oi.store(dst.as_mut_ptr()) };
+            let vs = Values { v, stride: s.kv_stride, off: kv_off, first: t0 + r0 };
+            let dst = |i: usize| (r0 + i) * od + (h - h0) * hd;
+            if nb == QUERY_BLOCK {
+                let sc: [&[f32]; QUERY_BLOCK] = std::array::from_fn(|i| &scores[i * padded..(i + 1) * padded]);
+                // SAFETY: `j < n_keys` for every key read and `kv_off + main <= kv_stride`
+                // (asserted above); every output row holds `main` values from `dst(i)`.
+                unsafe { vs.weighted_sum::<V, QUERY_BLOCK>(sc, inv, main, out.as_mut_ptr(), std::array::from_fn(dst)) };
+            } else {
+                for i in 0..nb {
+                    let one = Values { first: t0 + r0 + i, ..vs };
+                    // SAFETY: as above, for the one query `i`.
+                    unsafe {
+                        one.weighted_sum::<V, 1>([&scores[i * padded..]], [inv[i]], main, out.as_mut_ptr(), [dst(i)])
+                    };
                 }
             }
             for i in 0..nb {
@@ -348,6 +338,61 @@ fn attend_rows_impl<V: V16>(
                         *oi += p * vi;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The value rows of one key/value head for a block of queries, the first of which attends
+/// to keys `0..=first` and query `i` to `0..=first + i`.
+#[derive(Clone, Copy)]
+struct Values<'a> {
+    v: &'a [f32],
+    stride: usize,
+    off: usize,
+    first: usize,
+}
+
+impl Values<'_> {
+    /// `out[dst[i] + e] = sum over keys j of (scores[i][j] * inv[i]) * v[j][off + e]` for
+    /// `e < main` (a multiple of 16), added in key order with separate products and sums.
+    /// Keys all `NQ` queries attend to go through a fixed-size loop, so the outputs stay in
+    /// registers; each remaining key adds to the queries that attend to it.
+    ///
+    /// # Safety
+    /// Rows `0..=first + NQ - 1` of `v` (stride `stride`) must hold `off + main` values, and
+    /// `out` must hold `main` values from every `dst[i]`; `scores[i]` must hold
+    /// `first + i + 1` values.
+    // Indexing by query is the point: it fixes which outputs each key adds to.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn weighted_sum<V: V16, const NQ: usize>(
+        &self,
+        scores: [&[f32]; NQ],
+        inv: [f32; NQ],
+        main: usize,
+        out: *mut f32,
+        dst: [usize; NQ],
+    ) {
+        let last = self.first + NQ - 1;
+        debug_assert!((0..NQ).all(|i| scores[i].len() > self.first + i));
+        for e0 in (0..main).step_by(16) {
+            let row = |j: usize| V::load(self.v.as_ptr().add(j * self.stride + self.off + e0));
+            let mut o = [V::zero(); NQ];
+            for j in 0..=self.first {
+                let vj = row(j);
+                for i in 0..NQ {
+                    o[i] = o[i].mul_add_sep(V::splat(*scores[i].get_unchecked(j) * inv[i]), vj);
+                }
+            }
+            for j in self.first + 1..=last {
+                let vj = row(j);
+                for i in j - self.first..NQ {
+                    o[i] = o[i].mul_add_sep(V::splat(*scores[i].get_unchecked(j) * inv[i]), vj);
+                }
+            }
+            for i in 0..NQ {
+                o[i].store(out.add(dst[i] + e0));
             }
         }
     }

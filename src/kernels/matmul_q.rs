@@ -24,8 +24,10 @@ const TOKEN_BLOCK: usize = 32;
 /// 4 × 1.7 KiB for this model's widest rows), and are read from farther away only once per
 /// token block.
 const WEIGHT_BLOCK_BYTES: usize = 16 * 1024;
-/// Weight rows per parallel task of the generation path.
-const GEN_ROWS: usize = 64;
+/// Task boundaries of the generation path fall on multiples of this many rows.
+const GEN_ALIGN: usize = 16;
+/// Matrices with at least this many rows get more, smaller tasks per thread in generation.
+const GEN_MANY_ROWS: usize = 4096;
 
 /// `y (n_tokens, rows) = x (n_tokens, cols) · Wᵀ` for weights `w` of type `ty`, `rows` rows of
 /// `cols` weights. `scratch` holds the quantized activations between calls (grown, never shrunk).
@@ -73,9 +75,21 @@ pub fn matmul_with(
 
     scratch.resize(n_tokens * (x_row + p_row), 0);
     let (xq, xp) = scratch.split_at_mut(n_tokens * x_row);
-    xq.par_chunks_mut(x_row).zip(x.par_chunks(cols)).for_each(|(q, xr)| quantize_act(xr, q));
-    if let Some(p) = prepared {
-        xp.par_chunks_mut(p_row).zip(xq.par_chunks(x_row)).for_each(|(o, q)| (p.prepare)(cols, q, o));
+    if prompt {
+        xq.par_chunks_mut(x_row).zip(x.par_chunks(cols)).for_each(|(q, xr)| quantize_act(xr, q));
+        if let Some(p) = prepared {
+            xp.par_chunks_mut(p_row).zip(xq.par_chunks(x_row)).for_each(|(o, q)| (p.prepare)(cols, q, o));
+        }
+    } else {
+        // A few rows: a parallel call would cost more than it shares out.
+        for (q, xr) in xq.chunks_mut(x_row).zip(x.chunks(cols)) {
+            quantize_act(xr, q);
+        }
+        if let Some(p) = prepared {
+            for (o, q) in xp.chunks_mut(p_row).zip(xq.chunks(x_row)) {
+                (p.prepare)(cols, q, o);
+            }
+        }
     }
     let (xq, xp) = (&*xq, &*xp);
 
@@ -95,29 +109,54 @@ pub fn matmul_with(
                 k.products(&w[r0 * w_row..r1 * w_row], xb, pb, |t, r, v| yb[t * rows + r0 + r] = v);
             }
         });
+    } else if n_tokens == 1 {
+        // Generation of one token: y is one row, so each task writes its own contiguous rows.
+        let bounds = row_split(rows, rayon::current_num_threads());
+        let mut parts = Vec::with_capacity(bounds.len() - 1);
+        let mut rest = &mut y[..];
+        for r in bounds.windows(2) {
+            let (part, tail) = rest.split_at_mut(r[1] - r[0]);
+            parts.push((r[0], part));
+            rest = tail;
+        }
+        parts.into_par_iter().for_each(|(r0, part)| {
+            let r1 = r0 + part.len();
+            k.products(&w[r0 * w_row..r1 * w_row], xq, xp, |_, r, v| part[r] = v);
+        });
     } else {
         // Generation: few tokens, so split the weight rows across threads. Each task writes
         // its own columns of y, gathered per task to keep writes disjoint and safe.
-        let n_tasks = rows.div_ceil(GEN_ROWS);
-        let parts: Vec<Vec<f32>> = (0..n_tasks)
-            .into_par_iter()
-            .map(|task| {
-                let r0 = task * GEN_ROWS;
-                let r1 = (r0 + GEN_ROWS).min(rows);
-                let width = r1 - r0;
+        let bounds = row_split(rows, rayon::current_num_threads());
+        let parts: Vec<Vec<f32>> = bounds
+            .par_windows(2)
+            .map(|r| {
+                let width = r[1] - r[0];
                 let mut part = vec![0f32; width * n_tokens];
-                k.products(&w[r0 * w_row..r1 * w_row], xq, xp, |t, r, v| part[t * width + r] = v);
+                k.products(&w[r[0] * w_row..r[1] * w_row], xq, xp, |t, r, v| part[t * width + r] = v);
                 part
             })
             .collect();
-        for (task, part) in parts.iter().enumerate() {
-            let r0 = task * GEN_ROWS;
-            let width = part.len() / n_tokens;
+        for (r, part) in bounds.windows(2).zip(&parts) {
+            let width = r[1] - r[0];
             for t in 0..n_tokens {
-                y[t * rows + r0..t * rows + r0 + width].copy_from_slice(&part[t * width..(t + 1) * width]);
+                y[t * rows + r[0]..t * rows + r[1]].copy_from_slice(&part[t * width..(t + 1) * width]);
             }
         }
     }
+}
+
+/// Row boundaries `0 = b[0] < b[1] < ... = rows` of the generation path's tasks: a few tasks
+/// per thread of nearly equal size (multiples of [`GEN_ALIGN`] rows but for the last), so that
+/// no thread waits at the end of a small matrix (192 rows into 64-row tasks left one of two
+/// threads idle for a third of the product). A pure function of `rows` and `threads`; the
+/// results never depend on it.
+fn row_split(rows: usize, threads: usize) -> Vec<usize> {
+    let per_thread = if rows >= GEN_MANY_ROWS { 8 } else { 4 };
+    let tasks = (threads.max(1) * per_thread).min(rows.div_ceil(GEN_ALIGN)).max(1);
+    let mut b: Vec<usize> = (0..tasks).map(|i| (i * rows / tasks) / GEN_ALIGN * GEN_ALIGN).collect();
+    b.push(rows);
+    b.dedup();
+    b
 }
 
 /// The dot-product kernels of one matrix and the row sizes they work on.
