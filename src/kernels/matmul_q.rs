@@ -24,6 +24,8 @@ const TOKEN_BLOCK: usize = 32;
 /// 4 × 1.7 KiB for this model's widest rows), and are read from farther away only once per
 /// token block.
 const WEIGHT_BLOCK_BYTES: usize = 16 * 1024;
+/// Weight rows per call of a prepared kernel (its results wait on the stack to be stored).
+const PREPARED_ROWS: usize = 64;
 /// Task boundaries of the generation path fall on multiples of this many rows.
 const GEN_ALIGN: usize = 16;
 /// Matrices with at least this many rows get more, smaller tasks per thread in generation.
@@ -164,7 +166,7 @@ struct Kernels {
     dot: VecDotFn,
     /// One weight row against four activation rows, where the instruction set has one.
     dot4: Option<VecDot4Fn>,
-    /// The same on prepared activation rows, preferred where it exists (prompt path only).
+    /// The kernels on prepared activation rows, preferred where they exist.
     prepared: Option<Prepared4>,
     cols: usize,
     /// Bytes per weight row, per quantized activation row and per prepared activation row.
@@ -178,7 +180,8 @@ impl Kernels {
     /// `out(token, row, value)` (indices relative to the slices). Tokens go in groups of four
     /// through `dot4`, each group against all rows, so each pair of weight blocks is unpacked
     /// once per four tokens; leftover tokens (or all, without `dot4`) go through `dot`.
-    /// `xp` holds the same rows prepared for `self.prepared`, when that is set.
+    /// `xp` holds the same rows prepared for `self.prepared`, when that is set; its kernels
+    /// then take up to [`PREPARED_ROWS`] weight rows per call.
     #[inline]
     fn products(&self, w: &[u8], xq: &[u8], xp: &[u8], mut out: impl FnMut(usize, usize, f32)) {
         let (rows, nt) = (w.len() / self.w_row, xq.len() / self.x_row);
@@ -187,18 +190,31 @@ impl Kernels {
         let mut t0 = 0;
         if let Some(p) = self.prepared {
             let p_at = |t: usize| &xp[t * self.p_row..(t + 1) * self.p_row];
-            while t0 + 4 <= nt {
-                let ys = [p_at(t0), p_at(t0 + 1), p_at(t0 + 2), p_at(t0 + 3)];
-                let mut v = [0f32; 4];
-                for r in 0..rows {
-                    (p.dot4)(self.cols, w_at(r), ys, &mut v);
-                    for (j, &vj) in v.iter().enumerate() {
-                        out(t0 + j, r, vj);
+            let mut v = [[0f32; 4]; PREPARED_ROWS];
+            let mut v1 = [0f32; PREPARED_ROWS];
+            for r0 in (0..rows).step_by(PREPARED_ROWS) {
+                let nr = PREPARED_ROWS.min(rows - r0);
+                let wr = &w[r0 * self.w_row..(r0 + nr) * self.w_row];
+                let mut t = 0;
+                while t + 4 <= nt {
+                    (p.dot4)(self.cols, wr, [p_at(t), p_at(t + 1), p_at(t + 2), p_at(t + 3)], &mut v[..nr]);
+                    for (r, vr) in v[..nr].iter().enumerate() {
+                        for (j, &vj) in vr.iter().enumerate() {
+                            out(t + j, r0 + r, vj);
+                        }
+                    }
+                    t += 4;
+                }
+                for t in t..nt {
+                    (p.dot1)(self.cols, wr, p_at(t), &mut v1[..nr]);
+                    for (r, &vr) in v1[..nr].iter().enumerate() {
+                        out(t, r0 + r, vr);
                     }
                 }
-                t0 += 4;
             }
-        } else if let Some(dot4) = self.dot4 {
+            return;
+        }
+        if let Some(dot4) = self.dot4 {
             while t0 + 4 <= nt {
                 let ys = [x_at(t0), x_at(t0 + 1), x_at(t0 + 2), x_at(t0 + 3)];
                 let mut v = [0f32; 4];
@@ -212,13 +228,9 @@ impl Kernels {
             }
         }
         for t in t0..nt {
-            // The prepared one-row kernel where there is one (same bits as `dot`).
-            let (dot, xr) = match self.prepared {
-                Some(p) => (p.dot1, &xp[t * self.p_row..(t + 1) * self.p_row]),
-                None => (self.dot, x_at(t)),
-            };
+            let xr = x_at(t);
             for r in 0..rows {
-                out(t, r, dot(self.cols, w_at(r), xr));
+                out(t, r, (self.dot)(self.cols, w_at(r), xr));
             }
         }
     }

@@ -37,15 +37,22 @@ pub type VecDot4Fn = fn(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]);
 /// Rearranges one quantized activation row of `n` values into a prepared kernel's layout.
 pub type PrepareFn = fn(n: usize, y: &[u8], out: &mut [u8]);
 
-/// Four-row and one-row kernels that read activation rows rearranged once per matrix product
-/// ([`Prepared4::prepare`]) rather than the quantized rows themselves, so the per-token work in
-/// the inner loop shrinks; each result is bit-identical to [`select`]'s kernel on the raw row.
+/// Every weight row in `x` (rows of `n` weights, `out.len()` of them) against four prepared
+/// activation rows: `out[r][k]` is row `r` dotted with `ys[k]`. Panics unless the lengths agree.
+pub type RowsDot4Fn = fn(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]);
+
+/// Every weight row in `x` against one prepared activation row, row `r`'s result in `out[r]`.
+pub type RowsDot1Fn = fn(n: usize, x: &[u8], y: &[u8], out: &mut [f32]);
+
+/// Four-token and one-token kernels that read activation rows rearranged once per matrix
+/// product ([`Prepared4::prepare`]) rather than the quantized rows themselves, so the per-token
+/// work in the inner loop shrinks; each result is bit-identical to [`select`]'s kernel on the
+/// raw row. Both take a run of weight rows per call, so lengths are checked once per run.
 #[derive(Clone, Copy)]
 pub struct Prepared4 {
     pub prepare: PrepareFn,
-    pub dot4: VecDot4Fn,
-    /// One weight row against one prepared activation row.
-    pub dot1: VecDotFn,
+    pub dot4: RowsDot4Fn,
+    pub dot1: RowsDot1Fn,
     /// Prepared bytes per pair of `block`-value blocks (an odd last block takes a whole pair).
     pub pair_bytes: usize,
     pub block: usize,

@@ -151,7 +151,7 @@ pub(super) fn avx512_x4_prepared(ty: GgmlType) -> Option<super::Prepared4> {
         return None;
     }
     use GgmlType as T;
-    let (prepare, dot4, dot1): (super::PrepareFn, VecDot4Fn, VecDotFn) = match ty {
+    let (prepare, dot4, dot1): (super::PrepareFn, super::RowsDot4Fn, super::RowsDot1Fn) = match ty {
         T::Q4_0 => (p_q4_0, w4p_q4_0, w1p_q4_0),
         T::Q4_1 => (p_q4_1, w4p_q4_1, w1p_q4_1),
         T::Q5_0 => (p_q5_0, w4p_q5_0, w1p_q5_0),
@@ -171,13 +171,13 @@ macro_rules! wrappers_prepared {
             // and `select4`'s caller confirmed AVX-512 (the x4 table checked F16C and FMA).
             unsafe { $pinner(n, y, out) }
         }
-        fn $w(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]) {
+        fn $w(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]) {
             // SAFETY: as above.
-            *out = unsafe { $winner(n, x, ys) };
+            unsafe { $winner(n, x, ys, out) }
         }
-        fn $w1(n: usize, x: &[u8], y: &[u8]) -> f32 {
+        fn $w1(n: usize, x: &[u8], y: &[u8], out: &mut [f32]) {
             // SAFETY: as above.
-            unsafe { $w1inner(n, x, y) }
+            unsafe { $w1inner(n, x, y, out) }
         }
     )*};
 }
@@ -1026,20 +1026,12 @@ mod avx512 {
 
     /// [`run`] with `Vnni<true>` on activation rows made by [`prepare`]: the same integers and
     /// the same float operations in the same order, so the same bits.
+    ///
+    /// # Safety
+    /// `x` must point to `nb` weight blocks and every `ys[k]` to `nb.div_ceil(2)` prepared
+    /// pairs; the CPU must have what the entry points enable.
     #[inline(always)]
-    unsafe fn run_prepared<F: Pair, const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f32; T] {
-        let nb = n / QK;
-        for y in ys {
-            assert!(
-                n.is_multiple_of(QK) && x.len() == nb * F::XB && y.len() == nb.div_ceil(2) * PREP_PAIR,
-                "vec_dot {} (prepared): n = {n} with {} and {} bytes",
-                F::NAME,
-                x.len(),
-                y.len()
-            );
-        }
-        let xp = x.as_ptr();
-        let yp = ys.map(|y| y.as_ptr());
+    unsafe fn run_prepared<F: Pair, const T: usize>(nb: usize, xp: *const u8, yp: [*const u8; T]) -> [f32; T] {
         let t = Vnni::<true>::iq4nl_table();
         let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); T], [_mm512_setzero_ps(); T]);
         let mut acc_m = [_mm_setzero_ps(); T];
@@ -1061,6 +1053,35 @@ mod avx512 {
         finish::<F, T>(acc0, acc1, acc_m)
     }
 
+    /// [`run_prepared`] for every weight row in `x` (rows of `n` weights) against the same `T`
+    /// prepared activation rows, row `r`'s results into `out[r]`. The lengths are checked once
+    /// here, not per row: with rows of a few hundred weights, a call and its checks per row
+    /// cost a third of the arithmetic.
+    #[inline(always)]
+    unsafe fn rows_prepared<F: Pair, const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T], out: &mut [[f32; T]]) {
+        let nb = n / QK;
+        let row = nb * F::XB;
+        assert!(
+            n.is_multiple_of(QK) && x.len() == out.len() * row,
+            "vec_dot {} (prepared): {} rows of n = {n} in {} bytes",
+            F::NAME,
+            out.len(),
+            x.len()
+        );
+        for y in ys {
+            assert!(
+                y.len() == nb.div_ceil(2) * PREP_PAIR,
+                "vec_dot {} (prepared): n = {n} with a {}-byte activation row",
+                F::NAME,
+                y.len()
+            );
+        }
+        let yp = ys.map(|y| y.as_ptr());
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = run_prepared::<F, T>(nb, x.as_ptr().add(r * row), yp);
+        }
+    }
+
     /// Defines the prepared-activation entry points of one format (AVX512-VNNI only).
     macro_rules! entry_prepared {
         ($prep:ident, $vnni4p:ident, $vnni1p:ident, $fmt:ty) => {
@@ -1073,24 +1094,26 @@ mod avx512 {
                 prepare::<$fmt>(n, y, out)
             }
 
-            /// The four-row kernel on prepared activation rows; each result bit-identical to
-            /// the one-row kernel's on the raw rows.
+            /// The four-row kernel on prepared activation rows for every weight row in `x`;
+            /// each result bit-identical to the one-row kernel's on the raw rows.
             ///
             /// # Safety
             /// The CPU must support AVX-512 F/BW/VL/DQ, AVX512-VNNI, FMA and F16C.
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
-            pub(in super::super) unsafe fn $vnni4p(n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
-                run_prepared::<$fmt, 4>(n, x, ys)
+            pub(in super::super) unsafe fn $vnni4p(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]) {
+                rows_prepared::<$fmt, 4>(n, x, ys, out)
             }
 
-            /// The one-row kernel on a prepared activation row; bit-identical to the one-row
-            /// kernel on the raw row.
+            /// The one-row kernel on a prepared activation row for every weight row in `x`;
+            /// bit-identical to the one-row kernel on the raw row.
             ///
             /// # Safety
             /// As for the four-row kernel.
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
-            pub(in super::super) unsafe fn $vnni1p(n: usize, x: &[u8], y: &[u8]) -> f32 {
-                run_prepared::<$fmt, 1>(n, x, [y])[0]
+            pub(in super::super) unsafe fn $vnni1p(n: usize, x: &[u8], y: &[u8], out: &mut [f32]) {
+                // SAFETY: `[f32]` and `[[f32; 1]]` have the same layout.
+                let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut [f32; 1], out.len());
+                rows_prepared::<$fmt, 1>(n, x, [y], out)
             }
         };
     }
@@ -1604,17 +1627,30 @@ mod tests {
                             out
                         })
                         .collect();
-                    let mut got = [f32::NAN; 4];
-                    (p.dot4)(n, &x, [&prepared[0], &prepared[1], &prepared[2], &prepared[3]], &mut got);
-                    for k in 0..4 {
-                        let want = one(n, &x, &rows[k]);
-                        assert_eq!(got[k].to_bits(), want.to_bits(), "{ty} prepared blocks={nb} row {k}");
-                        assert_eq!((p.dot1)(n, &x, &prepared[k]).to_bits(), want.to_bits(), "{ty} prepared x1 row {k}");
+                    // Three weight rows: the row loop must step by whole rows.
+                    let x2 = quantize(ty, &xf.iter().rev().copied().collect::<Vec<_>>());
+                    let x3 = quantize(ty, &xf.iter().map(|v| -0.5 * v).collect::<Vec<_>>());
+                    let ws = [x.clone(), x2, x3].concat();
+                    let ys = [prepared[0].as_slice(), prepared[1].as_slice(), prepared[2].as_slice(), prepared[3].as_slice()];
+                    let mut got = [[f32::NAN; 4]; 3];
+                    (p.dot4)(n, &ws, ys, &mut got);
+                    let wrow = ws.len() / 3;
+                    for r in 0..3 {
+                        let mut got1 = [f32::NAN; 1];
+                        for k in 0..4 {
+                            let want = one(n, &ws[r * wrow..(r + 1) * wrow], &rows[k]);
+                            assert_eq!(got[r][k].to_bits(), want.to_bits(), "{ty} prepared blocks={nb} row {r} token {k}");
+                            (p.dot1)(n, &ws[r * wrow..(r + 1) * wrow], &prepared[k], &mut got1);
+                            assert_eq!(got1[0].to_bits(), want.to_bits(), "{ty} prepared x1 row {r} token {k}");
+                        }
                     }
                     let short = vec![0u8; p.row_bytes(n) - 1];
                     let f = p.dot4;
                     let ys = [prepared[0].as_slice(), prepared[1].as_slice(), short.as_slice(), prepared[3].as_slice()];
-                    assert!(std::panic::catch_unwind(|| f(n, &x, ys, &mut [0.0; 4])).is_err(), "{ty} short row");
+                    assert!(std::panic::catch_unwind(|| f(n, &x, ys, &mut [[0.0; 4]])).is_err(), "{ty} short row");
+                    let g = p.dot4;
+                    let ys = [prepared[0].as_slice(), prepared[1].as_slice(), prepared[2].as_slice(), prepared[3].as_slice()];
+                    assert!(std::panic::catch_unwind(|| g(n, &ws, ys, &mut [[0.0; 4]; 2])).is_err(), "{ty} rows and outputs differ");
                 }
             }
         }
