@@ -62,7 +62,7 @@ pub fn matmul_with(
 ) {
     let traits = formats::traits(ty);
     let vdt = traits.vec_dot_type;
-    let quantize_act = activation_quantizer(vdt);
+    let quantize_act = activation_quantizer_with(isa, vdt);
     let dot = vec_dot::select(ty, isa).expect("matrices are only built from types with a vec_dot");
     let w_row = ty.row_bytes(cols as u64).expect("matrix rows are whole blocks") as usize;
     let x_row = vdt.row_bytes(cols as u64).expect("activation rows are whole blocks") as usize;
@@ -242,10 +242,81 @@ impl Kernels {
 /// to even rather than away from zero. The rare values where the two disagree change the
 /// perplexity in the fourth digit, so evalq follows the runtime version.
 pub fn activation_quantizer(vdt: GgmlType) -> formats::QuantizeRowFn {
-    match vdt {
-        GgmlType::Q8_0 => quantize_row_q8_0_runtime,
-        GgmlType::Q8_1 => quantize_row_q8_1_runtime,
-        other => formats::traits(other).quantize.expect("every vec_dot_type quantizes"),
+    activation_quantizer_with(isa::active(), vdt)
+}
+
+/// [`activation_quantizer`] on a chosen instruction set: every one gives the same bytes.
+pub fn activation_quantizer_with(isa: Isa, vdt: GgmlType) -> formats::QuantizeRowFn {
+    match (vdt, isa) {
+        #[cfg(target_arch = "x86_64")]
+        (GgmlType::Q8_0, Isa::Avx512) => x86_act::q8_0_avx512,
+        #[cfg(target_arch = "x86_64")]
+        (GgmlType::Q8_1, Isa::Avx512) => x86_act::q8_1_avx512,
+        (GgmlType::Q8_0, _) => quantize_row_q8_0_runtime,
+        (GgmlType::Q8_1, _) => quantize_row_q8_1_runtime,
+        (other, _) => formats::traits(other).quantize.expect("every vec_dot_type quantizes"),
+    }
+}
+
+/// The runtime Q8_0 / Q8_1 activation quantizers with AVX-512: the same bytes as the scalar
+/// ones (`quantize_act_avx512_matches_scalar`). Per block, the largest magnitude is a lane-wise
+/// max (exact), the scale and its inverse are the scalar code's, each product `x * id` is the
+/// same single rounding, and `vcvtps2dq` rounds to nearest even under the default MXCSR, as the
+/// scalar `round_ties_even_small` does for these magnitudes. A block holding a NaN or an
+/// infinity goes through the scalar code, whose `max` and conversions treat them their own way.
+#[cfg(target_arch = "x86_64")]
+mod x86_act {
+    use std::arch::x86_64::*;
+
+    use crate::formats::float::fp32_to_fp16;
+
+    pub(super) fn q8_0_avx512(src: &[f32], dst: &mut [u8]) {
+        // SAFETY: handed out only for `Isa::Avx512`, which is active or forced only after
+        // `Isa::is_available` confirmed AVX-512 F/BW/VL/DQ.
+        unsafe { rows::<false>(src, dst) }
+    }
+
+    pub(super) fn q8_1_avx512(src: &[f32], dst: &mut [u8]) {
+        // SAFETY: as above.
+        unsafe { rows::<true>(src, dst) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    unsafe fn rows<const SUM: bool>(src: &[f32], dst: &mut [u8]) {
+        let bytes = if SUM { 36 } else { 34 };
+        let head = bytes - 32;
+        assert!(
+            src.len().is_multiple_of(32) && dst.len() == src.len() / 32 * bytes,
+            "activation row: {} values into {} bytes",
+            src.len(),
+            dst.len()
+        );
+        for (x, out) in src.chunks_exact(32).zip(dst.chunks_exact_mut(bytes)) {
+            let a = _mm512_loadu_ps(x.as_ptr());
+            let b = _mm512_loadu_ps(x.as_ptr().add(16));
+            let abs = _mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b));
+            let amax = _mm512_reduce_max_ps(abs);
+            if !amax.is_finite() || _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, b) != 0 {
+                if SUM {
+                    super::quantize_row_q8_1_runtime(x, out);
+                } else {
+                    super::quantize_row_q8_0_runtime(x, out);
+                }
+                continue;
+            }
+            let d = amax / 127.0;
+            let id = _mm512_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            let qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, id));
+            let qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, id));
+            out[..2].copy_from_slice(&fp32_to_fp16(d).to_le_bytes());
+            if SUM {
+                let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+                out[2..4].copy_from_slice(&fp32_to_fp16(d * sum as f32).to_le_bytes());
+            }
+            let q = out[head..].as_mut_ptr();
+            _mm_storeu_si128(q as *mut __m128i, _mm512_cvtepi32_epi8(qa));
+            _mm_storeu_si128(q.add(16) as *mut __m128i, _mm512_cvtepi32_epi8(qb));
+        }
     }
 }
 
@@ -424,9 +495,38 @@ mod tests {
         x.extend(values(11, 32 * 20).iter().map(|v| v * 7.0));
         x.extend([0.0; 32]);
         for (vdt, with_sum, bytes) in [(GgmlType::Q8_0, false, 34), (GgmlType::Q8_1, true, 36)] {
-            let mut got = vec![0u8; x.len() / 32 * bytes];
-            activation_quantizer(vdt)(&x, &mut got);
-            assert_eq!(got, reference(&x, with_sum), "{vdt}");
+            for isa in Isa::available() {
+                let mut got = vec![0u8; x.len() / 32 * bytes];
+                activation_quantizer_with(isa, vdt)(&x, &mut got);
+                assert_eq!(got, reference(&x, with_sum), "{vdt} {}", isa.name());
+            }
+        }
+    }
+
+    /// Every instruction set's activation quantizer writes the scalar one's bytes, also for
+    /// blocks with NaN, infinities, subnormals, zeros and ties at every magnitude.
+    #[test]
+    fn quantize_act_simd_matches_scalar() {
+        let mut x: Vec<f32> = values(5, 32 * 64).iter().enumerate().map(|(i, v)| v * 10f32.powi(i as i32 / 256 - 4)).collect();
+        x[40] = f32::NAN;
+        x[70] = f32::INFINITY;
+        x[100] = f32::NEG_INFINITY;
+        x[130] = 1e-40;
+        x[160..192].fill(0.0);
+        x[192..224].fill(-0.0);
+        for (i, v) in x[224..256].iter_mut().enumerate() {
+            *v = (i as f32 - 16.0) * 0.5; // ties to even once scaled by 127 / 8 ... and exact halves
+        }
+        x[256..288].copy_from_slice(&std::array::from_fn::<f32, 32, _>(|i| if i == 3 { 127.0 } else { i as f32 + 0.5 }));
+        for vdt in [GgmlType::Q8_0, GgmlType::Q8_1] {
+            let bytes = vdt.row_bytes(x.len() as u64).unwrap() as usize;
+            let mut want = vec![0u8; bytes];
+            activation_quantizer_with(Isa::Scalar, vdt)(&x, &mut want);
+            for isa in Isa::available() {
+                let mut got = vec![0u8; bytes];
+                activation_quantizer_with(isa, vdt)(&x, &mut got);
+                assert_eq!(got, want, "{vdt} {}", isa.name());
+            }
         }
     }
 

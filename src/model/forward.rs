@@ -44,6 +44,9 @@ pub struct State {
     up: Vec<f32>,
     /// base^(-2/n_rot): the ratio between successive pairs' angles.
     theta_scale: f32,
+    /// (batch, rope_dim / 2): `(sin, cos)` of every rotated pair's angle for the positions of
+    /// the current batch, computed once per batch rather than per layer and head.
+    rope_sc: Vec<(f32, f32)>,
     /// Quantized activations for the block kernels, grown on first use.
     qbuf: Vec<u8>,
     /// (n_ctx, vocab): logits of the rows asked for, first row first.
@@ -68,6 +71,7 @@ impl State {
             gate: vec![0.0; n_ctx * c.ffn_dim],
             up: vec![0.0; n_ctx * c.ffn_dim],
             theta_scale: c.rope_base.powf(-2.0 / c.rope_dim as f32),
+            rope_sc: Vec::new(),
             qbuf: Vec::new(),
             logits: vec![0.0; n_ctx * c.vocab_size],
         }
@@ -120,6 +124,11 @@ pub fn forward_next(w: &LlamaWeights, state: &mut State, tokens: &[u32], logits_
         w.tok_embd.row_into(tok as usize, &mut state.x[t * d..(t + 1) * d]);
     }
 
+    let pairs = c.rope_dim / 2;
+    state.rope_sc.resize(n * pairs, (0.0, 0.0));
+    let (p0, theta_scale) = (state.pos, state.theta_scale);
+    state.rope_sc.par_chunks_mut(pairs.max(1)).enumerate().for_each(|(t, sc)| rope_angles(p0 + t, theta_scale, sc));
+
     for (il, layer) in w.layers.iter().enumerate() {
         attention_block(c, layer, il, state, n);
         ffn_block(c, layer, state, n);
@@ -145,20 +154,19 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, 
     add_bias(&mut s.k[..n * kvd], l.bk.as_deref());
     add_bias(&mut s.v[..n * kvd], l.bv.as_deref());
 
-    let theta_scale = s.theta_scale;
-    let mode = c.rope_mode;
-    let rope_dim = c.rope_dim;
-    let p0 = s.pos;
-    s.q[..n * qd].par_chunks_mut(qd).enumerate().for_each(|(t, row)| {
+    let (mode, pairs, p0) = (c.rope_mode, c.rope_dim / 2, s.pos);
+    let rope_sc = &s.rope_sc;
+    let rope_row = |t: usize, row: &mut [f32]| {
         for head in row.chunks_exact_mut(hd) {
-            rope(head, p0 + t, theta_scale, rope_dim, mode);
+            rope(head, &rope_sc[t * pairs..(t + 1) * pairs], mode);
         }
-    });
-    s.k[..n * kvd].par_chunks_mut(kvd).enumerate().for_each(|(t, row)| {
-        for head in row.chunks_exact_mut(hd) {
-            rope(head, p0 + t, theta_scale, rope_dim, mode);
-        }
-    });
+    };
+    if n >= 16 {
+        s.q[..n * qd].par_chunks_mut(qd).enumerate().for_each(|(t, row)| rope_row(t, row));
+    } else {
+        s.q[..n * qd].chunks_exact_mut(qd).enumerate().for_each(|(t, row)| rope_row(t, row));
+    }
+    s.k[..n * kvd].chunks_exact_mut(kvd).enumerate().for_each(|(t, row)| rope_row(t, row));
     // The KV cache holds f16 in llama.cpp by default; round as it does.
     let kts = s.kt_stride;
     let kt_layer = &mut s.k_cache[il * kvd * kts..(il + 1) * kvd * kts];
@@ -242,15 +250,22 @@ fn add_bias(y: &mut [f32], bias: Option<&[f32]>) {
     }
 }
 
-/// Rotates one head in place for position `pos`.
+/// `(sin, cos)` of every rotated pair's angle at position `pos`, into `sc`.
 ///
 /// The angle of pair `i` is `pos · scale^i`, advanced by repeated multiplication from `pos` as
 /// llama.cpp's rope cache does, so the angles agree with it to the last bit.
-fn rope(head: &mut [f32], pos: usize, theta_scale: f32, n_rot: usize, mode: RopeMode) {
+fn rope_angles(pos: usize, theta_scale: f32, sc: &mut [(f32, f32)]) {
     let mut theta = pos as f32;
-    for i in 0..n_rot / 2 {
-        let (sin, cos) = theta.sin_cos();
+    for v in sc.iter_mut() {
+        *v = theta.sin_cos();
         theta *= theta_scale;
+    }
+}
+
+/// Rotates one head in place by the angles `sc` of [`rope_angles`] (one per rotated pair).
+fn rope(head: &mut [f32], sc: &[(f32, f32)], mode: RopeMode) {
+    let n_rot = 2 * sc.len();
+    for (i, &(sin, cos)) in sc.iter().enumerate() {
         let (a, b) = match mode {
             RopeMode::Normal => (2 * i, 2 * i + 1),
             RopeMode::Neox => (i, i + n_rot / 2),
