@@ -306,6 +306,10 @@ fn attend_rows_impl<V: V16>(
                     sum += *sj as f64;
                 }
                 *inv_i = (1.0 / sum) as f32;
+                // The weights themselves, each rounded once as `attend_row` rounds them.
+                for sj in sc.iter_mut() {
+                    *sj *= *inv_i;
+                }
             }
             // Weighted sum of values in key order, 16 dimensions at a time, each value row
             // read once for the block's queries. A partial block goes one query at a time:
@@ -318,13 +322,13 @@ fn attend_rows_impl<V: V16>(
                 let sc: [&[f32]; QUERY_BLOCK] = std::array::from_fn(|i| &scores[i * padded..(i + 1) * padded]);
                 // SAFETY: `j < n_keys` for every key read and `kv_off + main <= kv_stride`
                 // (asserted above); every output row holds `main` values from `dst(i)`.
-                unsafe { vs.weighted_sum::<V, QUERY_BLOCK>(sc, inv, main, out.as_mut_ptr(), std::array::from_fn(dst)) };
+                unsafe { vs.weighted_sum::<V, QUERY_BLOCK>(sc, main, out.as_mut_ptr(), std::array::from_fn(dst)) };
             } else {
                 for i in 0..nb {
                     let one = Values { first: t0 + r0 + i, ..vs };
                     // SAFETY: as above, for the one query `i`.
                     unsafe {
-                        one.weighted_sum::<V, 1>([&scores[i * padded..]], [inv[i]], main, out.as_mut_ptr(), [dst(i)])
+                        one.weighted_sum::<V, 1>([&scores[i * padded..]], main, out.as_mut_ptr(), [dst(i)])
                     };
                 }
             }
@@ -333,7 +337,7 @@ fn attend_rows_impl<V: V16>(
                 orow.fill(0.0);
                 for j in 0..=t0 + r0 + i {
                     let vj = &v[j * s.kv_stride + kv_off + main..j * s.kv_stride + kv_off + hd];
-                    let p = scores[i * padded + j] * inv[i];
+                    let p = scores[i * padded + j];
                     for (oi, &vi) in orow.iter_mut().zip(vj) {
                         *oi += p * vi;
                     }
@@ -354,7 +358,7 @@ struct Values<'a> {
 }
 
 impl Values<'_> {
-    /// `out[dst[i] + e] = sum over keys j of (scores[i][j] * inv[i]) * v[j][off + e]` for
+    /// `out[dst[i] + e] = sum over keys j of scores[i][j] * v[j][off + e]` (the softmax weights) for
     /// `e < main` (a multiple of 16), added in key order with separate products and sums.
     /// Keys all `NQ` queries attend to go through a fixed-size loop, so the outputs stay in
     /// registers; each remaining key adds to the queries that attend to it.
@@ -369,7 +373,6 @@ impl Values<'_> {
     unsafe fn weighted_sum<V: V16, const NQ: usize>(
         &self,
         scores: [&[f32]; NQ],
-        inv: [f32; NQ],
         main: usize,
         out: *mut f32,
         dst: [usize; NQ],
@@ -382,13 +385,13 @@ impl Values<'_> {
             for j in 0..=self.first {
                 let vj = row(j);
                 for i in 0..NQ {
-                    o[i] = o[i].mul_add_sep(V::splat(*scores[i].get_unchecked(j) * inv[i]), vj);
+                    o[i] = o[i].mul_add_sep(V::splat(*scores[i].get_unchecked(j)), vj);
                 }
             }
             for j in self.first + 1..=last {
                 let vj = row(j);
                 for i in j - self.first..NQ {
-                    o[i] = o[i].mul_add_sep(V::splat(*scores[i].get_unchecked(j) * inv[i]), vj);
+                    o[i] = o[i].mul_add_sep(V::splat(*scores[i].get_unchecked(j)), vj);
                 }
             }
             for i in 0..NQ {
