@@ -53,24 +53,28 @@ pub struct Prepared4 {
     pub prepare: PrepareFn,
     pub dot4: RowsDot4Fn,
     pub dot1: RowsDot1Fn,
-    /// Prepared bytes per pair of `block`-value blocks (an odd last block takes a whole pair).
-    pub pair_bytes: usize,
-    pub block: usize,
+    /// Bytes of one prepared row of `n` values.
+    pub row_bytes: fn(usize) -> usize,
 }
 
 impl Prepared4 {
     /// Bytes of one prepared row of `n` values.
     pub fn row_bytes(&self, n: usize) -> usize {
-        (n / self.block).div_ceil(2) * self.pair_bytes
+        (self.row_bytes)(n)
     }
 }
 
 /// The prepared four-row kernel for weights of type `ty` on `isa`, where one exists (AVX-512
-/// with VNNI, the 32-block formats); `isa` must be available, as for [`select`].
+/// with VNNI for the 32-block formats; F16 wherever `select` gives the AVX2 F16 kernel); `isa`
+/// must be available, as for [`select`].
 pub fn select4_prepared(ty: GgmlType, isa: Isa) -> Option<Prepared4> {
     match isa {
         #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if ty == GgmlType::F16 => x86_legacy::avx512_f16_is_avx2().then(|| x86_legacy::f16_prepared(true)).flatten(),
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => x86_legacy::avx512(ty).and(x86_legacy::avx512_x4_prepared(ty)),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if ty == GgmlType::F16 => x86_legacy::f16_prepared(false),
         _ => {
             let _ = ty;
             None
@@ -165,6 +169,56 @@ pub(crate) mod tests {
         let mut out = vec![0u8; v.len() / ty.block_size() * ty.block_bytes()];
         (formats::traits(ty).quantize.expect("quantizable"))(v, &mut out);
         out
+    }
+
+    /// Every prepared kernel gives, for every weight row of a run and every token, the bits of
+    /// `select`'s one-row kernel on the raw rows (F16 here on AVX2, and on AVX-512 on Zen 4).
+    #[test]
+    fn vec_dot_prepared_matches_select_bits() {
+        let mut seen = 0;
+        for isa in Isa::available() {
+            for ty in GgmlType::ALL {
+                let Some(p) = select4_prepared(ty, isa) else { continue };
+                seen += 1;
+                let one = select(ty, isa).expect("a one-row kernel");
+                let vdt = formats::traits(ty).vec_dot_type;
+                let bs = ty.block_size().max(vdt.block_size());
+                for (seed, n) in [(1u64, 32usize), (2, 64), (3, 96), (4, 160), (5, 576), (6, 1536), (7, 8), (8, 40), (9, 100)] {
+                    if n % bs != 0 {
+                        continue;
+                    }
+                    let rows = 3;
+                    let w: Vec<u8> = (0..rows).flat_map(|r| quantize(ty, &values(seed * 31 + r, n))).collect();
+                    let acts: Vec<Vec<u8>> = (0..4)
+                        .map(|k| quantize(vdt, &values(seed * 97 + k, n).iter().map(|v| v * 4.0).collect::<Vec<_>>()))
+                        .collect();
+                    let prep: Vec<Vec<u8>> = acts
+                        .iter()
+                        .map(|a| {
+                            let mut o = vec![0u8; p.row_bytes(n)];
+                            (p.prepare)(n, a, &mut o);
+                            o
+                        })
+                        .collect();
+                    let wr = w.len() / rows as usize;
+                    let mut got4 = vec![[f32::NAN; 4]; rows as usize];
+                    (p.dot4)(n, &w, [&prep[0], &prep[1], &prep[2], &prep[3]], &mut got4);
+                    for k in 0..4 {
+                        let mut got1 = vec![f32::NAN; rows as usize];
+                        (p.dot1)(n, &w, &prep[k], &mut got1);
+                        for r in 0..rows as usize {
+                            let want = one(n, &w[r * wr..(r + 1) * wr], &acts[k]);
+                            assert_eq!(got4[r][k].to_bits(), want.to_bits(), "{ty} {} n={n} row {r} token {k}", isa.name());
+                            assert_eq!(got1[r].to_bits(), want.to_bits(), "{ty} {} n={n} row {r} token {k} (x1)", isa.name());
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if Isa::Avx2.is_available() {
+            assert!(seen > 0, "no prepared kernel on an AVX2 machine");
+        }
     }
 
     /// `select4` exists exactly for the 32-block legacy formats on AVX-512 and gives, for each

@@ -160,7 +160,24 @@ pub(super) fn avx512_x4_prepared(ty: GgmlType) -> Option<super::Prepared4> {
         T::IQ4_NL => (p_iq4_nl, w4p_iq4_nl, w1p_iq4_nl),
         _ => return None,
     };
-    Some(super::Prepared4 { prepare, dot4, dot1, pair_bytes: avx512::PREP_PAIR, block: QK })
+    Some(super::Prepared4 { prepare, dot4, dot1, row_bytes: |n| (n / QK).div_ceil(2) * avx512::PREP_PAIR })
+}
+
+/// The prepared F16 kernels wherever `select(F16, isa)` is the AVX2 kernel, whose bits they
+/// reproduce: on AVX2, and under AVX-512 on Zen 4 (see [`avx512`]). `vl`: AVX-512VL is there
+/// for the wider register file.
+pub(super) fn f16_prepared(vl: bool) -> Option<super::Prepared4> {
+    if !is_x86_feature_detected!("f16c") || !is_x86_feature_detected!("fma") {
+        return None;
+    }
+    let (prepare, dot4, dot1): (super::PrepareFn, super::RowsDot4Fn, super::RowsDot1Fn) =
+        if vl { (p_f16_vl, w4p_f16_vl, w1p_f16_vl) } else { (p_f16, w4p_f16, w1p_f16) };
+    Some(super::Prepared4 { prepare, dot4, dot1, row_bytes: |n| 4 * n })
+}
+
+/// Whether [`avx512`] gives F16 the AVX2 kernel (Zen 4).
+pub(super) fn avx512_f16_is_avx2() -> bool {
+    is_zen4() && is_x86_feature_detected!("avx2")
 }
 
 /// Safe wrappers of the activation preparation and the prepared four-row kernels.
@@ -168,7 +185,8 @@ macro_rules! wrappers_prepared {
     ($($p:ident => $pinner:path, $w:ident => $winner:path, $w1:ident => $w1inner:path;)*) => {$(
         fn $p(n: usize, y: &[u8], out: &mut [u8]) {
             // SAFETY: only handed out by `avx512_x4_prepared` after AVX512-VNNI was detected
-            // and `select4`'s caller confirmed AVX-512 (the x4 table checked F16C and FMA).
+            // and `select4`'s caller confirmed AVX-512 (the x4 table checked F16C and FMA), or
+            // by `f16_prepared` for an available AVX2 (or AVX-512 with VL), F16C and FMA.
             unsafe { $pinner(n, y, out) }
         }
         fn $w(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]) {
@@ -189,6 +207,8 @@ wrappers_prepared! {
     p_q5_1 => avx512::prep_q5_1, w4p_q5_1 => avx512::q5_1_vnni_x4p, w1p_q5_1 => avx512::q5_1_vnni_x1p;
     p_q8_0 => avx512::prep_q8_0, w4p_q8_0 => avx512::q8_0_vnni_x4p, w1p_q8_0 => avx512::q8_0_vnni_x1p;
     p_iq4_nl => avx512::prep_iq4_nl, w4p_iq4_nl => avx512::iq4_nl_vnni_x4p, w1p_iq4_nl => avx512::iq4_nl_vnni_x1p;
+    p_f16 => avx2::prep_f16, w4p_f16 => avx2::f16_x4p, w1p_f16 => avx2::f16_x1p;
+    p_f16_vl => avx2::prep_f16_vl, w4p_f16_vl => avx2::f16_x4p_vl, w1p_f16_vl => avx2::f16_x1p_vl;
 }
 
 /// Safe wrappers: the function pointers the tables hand out.
@@ -537,6 +557,100 @@ mod avx2 {
         }
         hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)))
     }
+
+    /// Converts one F16 activation row to f32 for [`f16_rows`] (exact: every half is an f32).
+    #[inline(always)]
+    pub(super) unsafe fn prepare_f16(n: usize, y: &[u8], out: &mut [u8]) {
+        assert!(y.len() == 2 * n && out.len() == 4 * n, "prepare F16: n = {n} with {} and {} bytes", y.len(), out.len());
+        let (yp, op) = (y.as_ptr(), out.as_mut_ptr());
+        let mut i = 0;
+        while i + 8 <= n {
+            _mm256_storeu_ps(op.add(4 * i) as *mut f32, cvt_f16(yp.add(2 * i)));
+            i += 8;
+        }
+        for j in i..n {
+            let h = half::f16::from_bits(u16::from_le_bytes([y[2 * j], y[2 * j + 1]]));
+            out[4 * j..4 * j + 4].copy_from_slice(&h.to_f32().to_le_bytes());
+        }
+    }
+
+    /// [`f16_f16`] for every weight row in `x` (rows of `n` halves) against `T` activation rows
+    /// converted to f32 by [`prepare_f16`]: each weight vector is converted once for the `T`
+    /// tokens, and each token gets the same products (`cvt(x) * y`, `y` exact), accumulators
+    /// and reduction as [`f16_f16`], so the same bits.
+    #[inline(always)]
+    pub(super) unsafe fn f16_rows<const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T], out: &mut [[f32; T]]) {
+        assert!(x.len() == out.len() * 2 * n, "F16 (prepared): {} rows of n = {n} in {} bytes", out.len(), x.len());
+        for y in ys {
+            assert!(y.len() == 4 * n, "F16 (prepared): n = {n} with a {}-byte activation row", y.len());
+        }
+        let yp = ys.map(|y| y.as_ptr() as *const f32);
+        for (r, o) in out.iter_mut().enumerate() {
+            let xp = x.as_ptr().add(r * 2 * n);
+            let mut a = [[_mm256_setzero_ps(); 4]; T];
+            let mut i = 0;
+            while i + 32 <= n {
+                let w = [cvt_f16(xp.add(2 * i)), cvt_f16(xp.add(2 * i + 16)), cvt_f16(xp.add(2 * i + 32)), cvt_f16(xp.add(2 * i + 48))];
+                for k in 0..T {
+                    for (c, wc) in w.iter().enumerate() {
+                        a[k][c] = _mm256_fmadd_ps(*wc, _mm256_loadu_ps(yp[k].add(i + 8 * c)), a[k][c]);
+                    }
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                let w = cvt_f16(xp.add(2 * i));
+                for k in 0..T {
+                    a[k][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(yp[k].add(i)), a[k][0]);
+                }
+                i += 8;
+            }
+            if i < n {
+                // The zero-padded tail of `f16_f16`: the padding adds 0 * 0.
+                let mut bx = [0u8; 16];
+                bx[..2 * (n - i)].copy_from_slice(&x[r * 2 * n + 2 * i..(r + 1) * 2 * n]);
+                let w = cvt_f16(bx.as_ptr());
+                for k in 0..T {
+                    let mut by = [0f32; 8];
+                    by[..n - i].copy_from_slice(std::slice::from_raw_parts(yp[k].add(i), n - i));
+                    a[k][1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(by.as_ptr()), a[k][1]);
+                }
+            }
+            for k in 0..T {
+                o[k] = hsum(_mm256_add_ps(_mm256_add_ps(a[k][0], a[k][1]), _mm256_add_ps(a[k][2], a[k][3])));
+            }
+        }
+    }
+
+    /// Entry points of the prepared F16 kernels, compiled twice: for AVX2 alone, and with
+    /// AVX-512VL as well, whose 32 vector registers hold the four tokens' 16 accumulators.
+    macro_rules! f16_entries {
+        ($features:literal, $prep:ident, $x4:ident, $x1:ident) => {
+            /// # Safety
+            /// The CPU must support the enabled features.
+            #[target_feature(enable = $features)]
+            pub(in super::super) unsafe fn $prep(n: usize, y: &[u8], out: &mut [u8]) {
+                prepare_f16(n, y, out)
+            }
+            /// # Safety
+            /// As above.
+            #[target_feature(enable = $features)]
+            pub(in super::super) unsafe fn $x4(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]) {
+                f16_rows::<4>(n, x, ys, out)
+            }
+            /// # Safety
+            /// As above.
+            #[target_feature(enable = $features)]
+            pub(in super::super) unsafe fn $x1(n: usize, x: &[u8], y: &[u8], out: &mut [f32]) {
+                // SAFETY: `[f32]` and `[[f32; 1]]` have the same layout.
+                let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut [f32; 1], out.len());
+                f16_rows::<1>(n, x, [y], out)
+            }
+        };
+    }
+
+    f16_entries!("avx2,fma,f16c", prep_f16, f16_x4p, f16_x1p);
+    f16_entries!("avx2,fma,f16c,avx512f,avx512vl", prep_f16_vl, f16_x4p_vl, f16_x1p_vl);
 
     /// `(even, odd)` elements of 16 bf16 as f32: each 32-bit lane holds two bf16, `lane << 16`
     /// is the even one and `lane & 0xFFFF0000` the odd one, so no shuffles are needed.
