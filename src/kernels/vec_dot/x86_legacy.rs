@@ -171,7 +171,7 @@ pub(super) fn f16_prepared(vl: bool) -> Option<super::Prepared4> {
         return None;
     }
     let (prepare, dot4, dot1): (super::PrepareFn, super::RowsDot4Fn, super::RowsDot1Fn) =
-        if vl { (p_f16_vl, w4p_f16_vl, w1p_f16_vl) } else { (p_f16, w4p_f16, w1p_f16) };
+        if vl { (p_f16_vl, w4p_f16_zmm, w1p_f16_vl) } else { (p_f16, w4p_f16, w1p_f16) };
     Some(super::Prepared4 { prepare, dot4, dot1, row_bytes: |n| 4 * n })
 }
 
@@ -208,7 +208,7 @@ wrappers_prepared! {
     p_q8_0 => avx512::prep_q8_0, w4p_q8_0 => avx512::q8_0_vnni_x4p, w1p_q8_0 => avx512::q8_0_vnni_x1p;
     p_iq4_nl => avx512::prep_iq4_nl, w4p_iq4_nl => avx512::iq4_nl_vnni_x4p, w1p_iq4_nl => avx512::iq4_nl_vnni_x1p;
     p_f16 => avx2::prep_f16, w4p_f16 => avx2::f16_x4p, w1p_f16 => avx2::f16_x1p;
-    p_f16_vl => avx2::prep_f16_vl, w4p_f16_vl => avx2::f16_x4p_vl, w1p_f16_vl => avx2::f16_x1p_vl;
+    p_f16_vl => avx2::prep_f16_vl, w4p_f16_zmm => avx2::f16_x4p_zmm, w1p_f16_vl => avx2::f16_x1p_vl;
 }
 
 /// Safe wrappers: the function pointers the tables hand out.
@@ -622,21 +622,91 @@ mod avx2 {
         }
     }
 
+    /// [`f16_rows`] for four tokens with AVX-512 registers, two weight rows at a time so that
+    /// each activation vector loaded serves both (the four activation rows of a 1536-wide
+    /// product do not stay in L1, and streaming them once per row was the bound).
+    ///
+    /// The lanes are `f16_f16`'s: one 512-bit accumulator holds two of its 256-bit ones
+    /// (`A = [a0 | a1]`, `B = [a2 | a3]`), each lane taking the same products in the same
+    /// order; the 8-half tail goes to the low half of `A` (`a0`) and the padded tail to its high
+    /// half (`a1`), masked so the other half is untouched; the result is
+    /// `hsum((a0 + a1) + (a2 + a3))` as there. Same bits.
+    #[inline(always)]
+    pub(super) unsafe fn f16_rows_x4_zmm(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]) {
+        assert!(x.len() == out.len() * 2 * n, "F16 (prepared): {} rows of n = {n} in {} bytes", out.len(), x.len());
+        for y in ys {
+            assert!(y.len() == 4 * n, "F16 (prepared): n = {n} with a {}-byte activation row", y.len());
+        }
+        let yp = ys.map(|y| y.as_ptr() as *const f32);
+        let cvt16 = |p: *const u8| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+        let rows = out.len();
+        let mut r = 0;
+        while r < rows {
+            // Two rows, or the last one twice (its second copy's results are dropped).
+            let r2 = if r + 1 < rows { r + 1 } else { r };
+            let xp = [x.as_ptr().add(r * 2 * n), x.as_ptr().add(r2 * 2 * n)];
+            let mut acc = [[[_mm512_setzero_ps(); 2]; 4]; 2];
+            let mut i = 0;
+            while i + 32 <= n {
+                let w = xp.map(|p| [cvt16(p.add(2 * i)), cvt16(p.add(2 * i + 32))]);
+                for k in 0..4 {
+                    let y0 = _mm512_loadu_ps(yp[k].add(i));
+                    let y1 = _mm512_loadu_ps(yp[k].add(i + 16));
+                    for j in 0..2 {
+                        acc[j][k][0] = _mm512_fmadd_ps(w[j][0], y0, acc[j][k][0]);
+                        acc[j][k][1] = _mm512_fmadd_ps(w[j][1], y1, acc[j][k][1]);
+                    }
+                }
+                i += 32;
+            }
+            let tail = |i: usize, len: usize, mask: __mmask16, acc: &mut [[[__m512; 2]; 4]; 2]| {
+                // `len` halves at `i`, zero-padded to 8, in the lanes of `mask`.
+                let mut bx = [[0u8; 16]; 2];
+                let mut by = [[0f32; 8]; 4];
+                for j in 0..2 {
+                    let row = if j == 0 { r } else { r2 };
+                    bx[j][..2 * len].copy_from_slice(&x[row * 2 * n + 2 * i..row * 2 * n + 2 * (i + len)]);
+                }
+                for k in 0..4 {
+                    by[k][..len].copy_from_slice(std::slice::from_raw_parts(yp[k].add(i), len));
+                }
+                let w = bx.map(|b| _mm512_cvtph_ps(_mm256_broadcastsi128_si256(_mm_loadu_si128(b.as_ptr() as *const __m128i))));
+                for k in 0..4 {
+                    let y = _mm512_castps256_ps512(_mm256_loadu_ps(by[k].as_ptr()));
+                    let y = _mm512_shuffle_f32x4::<0b01_00_01_00>(y, y);
+                    for j in 0..2 {
+                        acc[j][k][0] = _mm512_mask3_fmadd_ps(w[j], y, acc[j][k][0], mask);
+                    }
+                }
+            };
+            while i + 8 <= n {
+                tail(i, 8, 0x00FF, &mut acc);
+                i += 8;
+            }
+            if i < n {
+                tail(i, n - i, 0xFF00, &mut acc);
+            }
+            for (j, row) in [r, r2].into_iter().enumerate().take(r2 - r + 1) {
+                for k in 0..4 {
+                    let [a, b] = acc[j][k];
+                    let s01 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps::<1>(a));
+                    let s23 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps::<1>(b));
+                    out[row][k] = hsum(_mm256_add_ps(s01, s23));
+                }
+            }
+            r = r2 + 1;
+        }
+    }
+
     /// Entry points of the prepared F16 kernels, compiled twice: for AVX2 alone, and with
-    /// AVX-512VL as well, whose 32 vector registers hold the four tokens' 16 accumulators.
+    /// AVX-512 as well (whose four-token kernel is [`f16_rows_x4_zmm`]).
     macro_rules! f16_entries {
-        ($features:literal, $prep:ident, $x4:ident, $x1:ident) => {
+        ($features:literal, $prep:ident, $x1:ident) => {
             /// # Safety
             /// The CPU must support the enabled features.
             #[target_feature(enable = $features)]
             pub(in super::super) unsafe fn $prep(n: usize, y: &[u8], out: &mut [u8]) {
                 prepare_f16(n, y, out)
-            }
-            /// # Safety
-            /// As above.
-            #[target_feature(enable = $features)]
-            pub(in super::super) unsafe fn $x4(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]) {
-                f16_rows::<4>(n, x, ys, out)
             }
             /// # Safety
             /// As above.
@@ -649,8 +719,26 @@ mod avx2 {
         };
     }
 
-    f16_entries!("avx2,fma,f16c", prep_f16, f16_x4p, f16_x1p);
-    f16_entries!("avx2,fma,f16c,avx512f,avx512vl", prep_f16_vl, f16_x4p_vl, f16_x1p_vl);
+    f16_entries!("avx2,fma,f16c", prep_f16, f16_x1p);
+    f16_entries!("avx2,fma,f16c,avx512f,avx512vl,avx512dq", prep_f16_vl, f16_x1p_vl);
+
+    /// The AVX2 four-token F16 kernel.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(in super::super) unsafe fn f16_x4p(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]) {
+        f16_rows::<4>(n, x, ys, out)
+    }
+
+    /// The two-row AVX-512 four-token F16 kernel.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/VL/DQ, AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512dq")]
+    pub(in super::super) unsafe fn f16_x4p_zmm(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]) {
+        f16_rows_x4_zmm(n, x, ys, out)
+    }
 
     /// `(even, odd)` elements of 16 bf16 as f32: each 32-bit lane holds two bf16, `lane << 16`
     /// is the even one and `lane & 0xFFFF0000` the odd one, so no shuffles are needed.
