@@ -300,12 +300,7 @@ fn attend_rows_impl<V: V16>(
             for (i, inv_i) in inv.iter_mut().enumerate().take(nb) {
                 let sc = &mut scores[i * padded..i * padded + t0 + r0 + i + 1];
                 let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let mut sum = 0f64;
-                for sj in sc.iter_mut() {
-                    *sj = (*sj - max).exp();
-                    sum += *sj as f64;
-                }
-                *inv_i = (1.0 / sum) as f32;
+                *inv_i = exp_and_inverse_sum(sc, max);
                 // The weights themselves, each rounded once as `attend_row` rounds them.
                 for sj in sc.iter_mut() {
                     *sj *= *inv_i;
@@ -332,7 +327,8 @@ fn attend_rows_impl<V: V16>(
                     };
                 }
             }
-            for i in 0..nb {
+            // Dimensions past the last whole 16 (none for this model's 64).
+            for i in (0..nb).filter(|_| main < hd) {
                 let orow = &mut out[(r0 + i) * od + (h - h0) * hd + main..(r0 + i) * od + (h - h0 + 1) * hd];
                 orow.fill(0.0);
                 for j in 0..=t0 + r0 + i {
@@ -399,6 +395,27 @@ impl Values<'_> {
             }
         }
     }
+}
+
+/// Replaces each score `s` by `exp(s - max)` and returns `1 / sum` of them, summed in f64 in
+/// four interleaved partial sums (score `j` into sum `j % 4`, combined as `(s0 + s1) + (s2 +
+/// s3)`): one chain of dependent f64 additions per score held a sixth of the attention time.
+/// Both attention kernels call this, so they agree bit for bit.
+#[inline(always)]
+fn exp_and_inverse_sum(sc: &mut [f32], max: f32) -> f32 {
+    let mut sum = [0f64; 4];
+    let mut quads = sc.chunks_exact_mut(4);
+    for q in &mut quads {
+        for (l, sj) in q.iter_mut().enumerate() {
+            *sj = (*sj - max).exp();
+            sum[l] += *sj as f64;
+        }
+    }
+    for (l, sj) in quads.into_remainder().iter_mut().enumerate() {
+        *sj = (*sj - max).exp();
+        sum[l] += *sj as f64;
+    }
+    (1.0 / ((sum[0] + sum[1]) + (sum[2] + sum[3]))) as f32
 }
 
 /// Scaled scores of the `NQ` query heads `qs` against keys `j0..j0 + 16`, written to
@@ -476,12 +493,7 @@ fn attend_impl(s: &AttnShape, q_row: &[f32], k: &[f32], v: &[f32], t: usize, sco
             *sj = dot8(qh, kj) * s.scale;
             max = max.max(*sj);
         }
-        let mut sum = 0f64;
-        for sj in sc.iter_mut() {
-            *sj = (*sj - max).exp();
-            sum += *sj as f64;
-        }
-        let inv = (1.0 / sum) as f32;
+        let inv = exp_and_inverse_sum(sc, max);
         let o = &mut out_row[h * hd..(h + 1) * hd];
         o.fill(0.0);
         for (j, &p) in sc.iter().enumerate() {
