@@ -190,12 +190,24 @@ impl Kernels {
         let mut t0 = 0;
         if let Some(p) = self.prepared {
             let p_at = |t: usize| &xp[t * self.p_row..(t + 1) * self.p_row];
+            let mut v8 = [[0f32; 8]; PREPARED_ROWS];
             let mut v = [[0f32; 4]; PREPARED_ROWS];
             let mut v1 = [0f32; PREPARED_ROWS];
             for r0 in (0..rows).step_by(PREPARED_ROWS) {
                 let nr = PREPARED_ROWS.min(rows - r0);
                 let wr = &w[r0 * self.w_row..(r0 + nr) * self.w_row];
                 let mut t = 0;
+                if let Some(dot8) = p.dot8 {
+                    while t + 8 <= nt {
+                        dot8(self.cols, wr, std::array::from_fn(|j| p_at(t + j)), &mut v8[..nr]);
+                        for (r, vr) in v8[..nr].iter().enumerate() {
+                            for (j, &vj) in vr.iter().enumerate() {
+                                out(t + j, r0 + r, vj);
+                            }
+                        }
+                        t += 8;
+                    }
+                }
                 while t + 4 <= nt {
                     (p.dot4)(self.cols, wr, [p_at(t), p_at(t + 1), p_at(t + 2), p_at(t + 3)], &mut v[..nr]);
                     for (r, vr) in v[..nr].iter().enumerate() {

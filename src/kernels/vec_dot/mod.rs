@@ -41,6 +41,9 @@ pub type PrepareFn = fn(n: usize, y: &[u8], out: &mut [u8]);
 /// activation rows: `out[r][k]` is row `r` dotted with `ys[k]`. Panics unless the lengths agree.
 pub type RowsDot4Fn = fn(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]);
 
+/// [`RowsDot4Fn`] for eight activation rows.
+pub type RowsDot8Fn = fn(n: usize, x: &[u8], ys: [&[u8]; 8], out: &mut [[f32; 8]]);
+
 /// Every weight row in `x` against one prepared activation row, row `r`'s result in `out[r]`.
 pub type RowsDot1Fn = fn(n: usize, x: &[u8], y: &[u8], out: &mut [f32]);
 
@@ -51,6 +54,8 @@ pub type RowsDot1Fn = fn(n: usize, x: &[u8], y: &[u8], out: &mut [f32]);
 #[derive(Clone, Copy)]
 pub struct Prepared4 {
     pub prepare: PrepareFn,
+    /// Eight tokens at once, where the register file holds their accumulators.
+    pub dot8: Option<RowsDot8Fn>,
     pub dot4: RowsDot4Fn,
     pub dot1: RowsDot1Fn,
     /// Bytes of one prepared row of `n` values.
@@ -201,6 +206,17 @@ pub(crate) mod tests {
                         })
                         .collect();
                     let wr = w.len() / rows as usize;
+                    if let Some(dot8) = p.dot8 {
+                        let mut got8 = vec![[f32::NAN; 8]; rows as usize];
+                        let ys: [&[u8]; 8] = std::array::from_fn(|k| prep[k % 4].as_slice());
+                        dot8(n, &w, ys, &mut got8);
+                        for r in 0..rows as usize {
+                            for k in 0..8 {
+                                let want = one(n, &w[r * wr..(r + 1) * wr], &acts[k % 4]);
+                                assert_eq!(got8[r][k].to_bits(), want.to_bits(), "{ty} {} n={n} row {r} token {k} (x8)", isa.name());
+                            }
+                        }
+                    }
                     let mut got4 = vec![[f32::NAN; 4]; rows as usize];
                     (p.dot4)(n, &w, [&prep[0], &prep[1], &prep[2], &prep[3]], &mut got4);
                     for k in 0..4 {

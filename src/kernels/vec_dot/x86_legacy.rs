@@ -151,16 +151,17 @@ pub(super) fn avx512_x4_prepared(ty: GgmlType) -> Option<super::Prepared4> {
         return None;
     }
     use GgmlType as T;
-    let (prepare, dot4, dot1): (super::PrepareFn, super::RowsDot4Fn, super::RowsDot1Fn) = match ty {
-        T::Q4_0 => (p_q4_0, w4p_q4_0, w1p_q4_0),
-        T::Q4_1 => (p_q4_1, w4p_q4_1, w1p_q4_1),
-        T::Q5_0 => (p_q5_0, w4p_q5_0, w1p_q5_0),
-        T::Q5_1 => (p_q5_1, w4p_q5_1, w1p_q5_1),
-        T::Q8_0 => (p_q8_0, w4p_q8_0, w1p_q8_0),
-        T::IQ4_NL => (p_iq4_nl, w4p_iq4_nl, w1p_iq4_nl),
+    type Fns = (super::PrepareFn, super::RowsDot8Fn, super::RowsDot4Fn, super::RowsDot1Fn);
+    let (prepare, dot8, dot4, dot1): Fns = match ty {
+        T::Q4_0 => (p_q4_0, w8p_q4_0, w4p_q4_0, w1p_q4_0),
+        T::Q4_1 => (p_q4_1, w8p_q4_1, w4p_q4_1, w1p_q4_1),
+        T::Q5_0 => (p_q5_0, w8p_q5_0, w4p_q5_0, w1p_q5_0),
+        T::Q5_1 => (p_q5_1, w8p_q5_1, w4p_q5_1, w1p_q5_1),
+        T::Q8_0 => (p_q8_0, w8p_q8_0, w4p_q8_0, w1p_q8_0),
+        T::IQ4_NL => (p_iq4_nl, w8p_iq4_nl, w4p_iq4_nl, w1p_iq4_nl),
         _ => return None,
     };
-    Some(super::Prepared4 { prepare, dot4, dot1, row_bytes: |n| (n / QK).div_ceil(2) * avx512::PREP_PAIR })
+    Some(super::Prepared4 { prepare, dot8: Some(dot8), dot4, dot1, row_bytes: |n| (n / QK).div_ceil(2) * avx512::PREP_PAIR })
 }
 
 /// The prepared F16 kernels wherever `select(F16, isa)` is the AVX2 kernel, whose bits they
@@ -172,12 +173,32 @@ pub(super) fn f16_prepared(vl: bool) -> Option<super::Prepared4> {
     }
     let (prepare, dot4, dot1): (super::PrepareFn, super::RowsDot4Fn, super::RowsDot1Fn) =
         if vl { (p_f16_vl, w4p_f16_zmm, w1p_f16_vl) } else { (p_f16, w4p_f16, w1p_f16) };
-    Some(super::Prepared4 { prepare, dot4, dot1, row_bytes: |n| 4 * n })
+    Some(super::Prepared4 { prepare, dot8: None, dot4, dot1, row_bytes: |n| 4 * n })
 }
 
 /// Whether [`avx512`] gives F16 the AVX2 kernel (Zen 4).
 pub(super) fn avx512_f16_is_avx2() -> bool {
     is_zen4() && is_x86_feature_detected!("avx2")
+}
+
+/// Safe wrappers of the prepared eight-token kernels.
+macro_rules! wrappers_prepared8 {
+    ($($w:ident => $inner:path;)*) => {$(
+        fn $w(n: usize, x: &[u8], ys: [&[u8]; 8], out: &mut [[f32; 8]]) {
+            // SAFETY: only handed out by `avx512_x4_prepared` after AVX512-VNNI was detected
+            // and `select4`'s caller confirmed AVX-512 (the x4 table checked F16C and FMA).
+            unsafe { $inner(n, x, ys, out) }
+        }
+    )*};
+}
+
+wrappers_prepared8! {
+    w8p_q4_0 => avx512::q4_0_vnni_x8p;
+    w8p_q4_1 => avx512::q4_1_vnni_x8p;
+    w8p_q5_0 => avx512::q5_0_vnni_x8p;
+    w8p_q5_1 => avx512::q5_1_vnni_x8p;
+    w8p_q8_0 => avx512::q8_0_vnni_x8p;
+    w8p_iq4_nl => avx512::iq4_nl_vnni_x8p;
 }
 
 /// Safe wrappers of the activation preparation and the prepared four-row kernels.
@@ -1286,7 +1307,18 @@ mod avx512 {
 
     /// Defines the prepared-activation entry points of one format (AVX512-VNNI only).
     macro_rules! entry_prepared {
-        ($prep:ident, $vnni4p:ident, $vnni1p:ident, $fmt:ty) => {
+        ($prep:ident, $vnni8p:ident, $vnni4p:ident, $vnni1p:ident, $fmt:ty) => {
+            /// The eight-token kernel on prepared activation rows for every weight row in `x`:
+            /// each pair of weight blocks is unpacked once for eight tokens. Each result
+            /// bit-identical to the one-row kernel's on the raw rows.
+            ///
+            /// # Safety
+            /// The CPU must support AVX-512 F/BW/VL/DQ, AVX512-VNNI, FMA and F16C.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")]
+            pub(in super::super) unsafe fn $vnni8p(n: usize, x: &[u8], ys: [&[u8]; 8], out: &mut [[f32; 8]]) {
+                rows_prepared::<$fmt, 8>(n, x, ys, out)
+            }
+
             /// Prepares one activation row for the prepared four-row kernel.
             ///
             /// # Safety
@@ -1320,12 +1352,12 @@ mod avx512 {
         };
     }
 
-    entry_prepared!(prep_q4_0, q4_0_vnni_x4p, q4_0_vnni_x1p, Q4_0);
-    entry_prepared!(prep_q4_1, q4_1_vnni_x4p, q4_1_vnni_x1p, Q4_1);
-    entry_prepared!(prep_q5_0, q5_0_vnni_x4p, q5_0_vnni_x1p, Q5_0);
-    entry_prepared!(prep_q5_1, q5_1_vnni_x4p, q5_1_vnni_x1p, Q5_1);
-    entry_prepared!(prep_q8_0, q8_0_vnni_x4p, q8_0_vnni_x1p, Q8_0);
-    entry_prepared!(prep_iq4_nl, iq4_nl_vnni_x4p, iq4_nl_vnni_x1p, IQ4NL);
+    entry_prepared!(prep_q4_0, q4_0_vnni_x8p, q4_0_vnni_x4p, q4_0_vnni_x1p, Q4_0);
+    entry_prepared!(prep_q4_1, q4_1_vnni_x8p, q4_1_vnni_x4p, q4_1_vnni_x1p, Q4_1);
+    entry_prepared!(prep_q5_0, q5_0_vnni_x8p, q5_0_vnni_x4p, q5_0_vnni_x1p, Q5_0);
+    entry_prepared!(prep_q5_1, q5_1_vnni_x8p, q5_1_vnni_x4p, q5_1_vnni_x1p, Q5_1);
+    entry_prepared!(prep_q8_0, q8_0_vnni_x8p, q8_0_vnni_x4p, q8_0_vnni_x1p, Q8_0);
+    entry_prepared!(prep_iq4_nl, iq4_nl_vnni_x8p, iq4_nl_vnni_x4p, iq4_nl_vnni_x1p, IQ4NL);
 
     /// Defines the VNNI and BW entry points of one format, for one token and for four.
     macro_rules! entry {
