@@ -363,6 +363,22 @@ fn c_f32_to_i32(x: f32) -> i32 {
     }
 }
 
+/// C's `roundf` (halves away from zero) without the libm call that `f32::round` is on baseline
+/// x86-64 (one per weight, 7% of quantizing a model with a Q8_0 embedding). Below 2^23 the
+/// truncation `t` and the fraction `x - t` are exact, so comparing the fraction with ±0.5
+/// decides exactly; larger magnitudes, infinities and NaN are returned unchanged, as `roundf`
+/// returns them. Only the sign of a zero result may differ (`-0.3` gives `+0.0`), which no
+/// caller sees: they all convert to an integer.
+#[inline(always)]
+fn round_half_away(x: f32) -> f32 {
+    if !(x.abs() < 8_388_608.0) {
+        return x;
+    }
+    let t = x as i32 as f32;
+    let f = x - t;
+    t + ((f >= 0.5) as i32 - (f <= -0.5) as i32) as f32
+}
+
 /// The reference's `id = d ? 1.0f/d : 0.0f` (NaN counts as non-zero, as in C).
 #[inline(always)]
 fn inverse_or_zero(d: f32) -> f32 {
@@ -490,7 +506,7 @@ fn quantize_block_q5_1(x: &[f32; QK5_1]) -> BlockQ5_1 {
 fn quantize_q8(x: &[f32; 32]) -> (f32, [i8; 32]) {
     let d = absmax(x) / 127.0;
     let id = inverse_or_zero(d);
-    let qs = std::array::from_fn(|j| c_f32_to_i32((x[j] * id).round()) as i8);
+    let qs = std::array::from_fn(|j| c_f32_to_i32(round_half_away(x[j] * id)) as i8);
     (d, qs)
 }
 
@@ -886,5 +902,23 @@ mod tests {
         assert_eq!(vec_dot_q5_0_q8_0(64, &q(quantize_row_q5_0, 22, &x5), &y8), dot(&x5));
         assert_eq!(vec_dot_q5_1_q8_1(64, &q(quantize_row_q5_1, 24, &x5), &y81), dot(&x5));
         assert_eq!(vec_dot_q8_0_q8_0(64, &q(quantize_row_q8_0, 34, &x8), &y8), dot(&x8));
+    }
+
+    #[test]
+    fn round_half_away_matches_roundf() {
+        let mut v: Vec<f32> = vec![0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 127.5, -127.5];
+        v.extend([8_388_607.5, 8_388_608.0, -8_388_609.0, 1e30, f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE]);
+        let mut s = 0x9E37_79B9u32;
+        for _ in 0..100_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            v.push(f32::from_bits(s & 0xCBFF_FFFF)); // magnitudes below about 2^24, both signs
+        }
+        for x in v {
+            let (got, want) = (round_half_away(x), x.round());
+            assert!(got == want, "{x:e}: {got} vs {want}");
+        }
+        assert!(round_half_away(f32::NAN).is_nan());
     }
 }

@@ -1,6 +1,7 @@
 //! A checkpoint: named tensors plus config and tokenizer, from a GGUF file or a Hugging Face
 //! directory. Tensor names are always GGUF's (`blk.0.attn_q.weight`), whatever the source.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -106,6 +107,26 @@ impl Checkpoint {
             }
             Checkpoint::Hf(h) => h.tensor_f32(name),
         }
+    }
+
+    /// [`Checkpoint::tensor_f32`] without a copy where the file already holds the tensor as
+    /// aligned little-endian f32 (a GGUF F32 source): its dims and values, borrowed from the
+    /// mapped file or else converted.
+    pub fn tensor_f32_cow(&self, name: &str) -> Result<(Vec<u64>, Cow<'_, [f32]>)> {
+        if let Checkpoint::Gguf(f) = self {
+            let t = f.tensor(name).ok_or_else(|| self.missing(name))?;
+            if t.ty == GgmlType::F32 && cfg!(target_endian = "little") {
+                let bytes = f.tensor_data(t);
+                // SAFETY: every bit pattern is a valid f32; `align_to` only hands out the
+                // aligned middle, and the prefix and suffix are checked to be empty.
+                let (pre, data, post) = unsafe { bytes.align_to::<f32>() };
+                if pre.is_empty() && post.is_empty() && data.len() as u64 == t.n_elements {
+                    return Ok((t.dims.clone(), Cow::Borrowed(data)));
+                }
+            }
+        }
+        let t = self.tensor_f32(name)?;
+        Ok((t.dims, Cow::Owned(t.data)))
     }
 
     fn missing(&self, name: &str) -> Error {

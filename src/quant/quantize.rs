@@ -100,16 +100,16 @@ pub fn quantize_checkpoint(
     // and the callback stay in llama-quantize's order, and the bytes do not depend on the split.
     let quantize_one = |idx: usize| -> Result<QuantizedTensor> {
         let p = &plans[idx];
-        let src = ckpt.tensor_f32(&p.name)?;
-        let row_len = src.dims[0] as usize;
-        let data = formats::quantize_to_vec(p.ty, &src.data, row_len).map_err(|msg| Error::Tensor {
+        let (dims, src) = ckpt.tensor_f32_cow(&p.name)?;
+        let row_len = dims[0] as usize;
+        let data = formats::quantize_to_vec(p.ty, &src, row_len).map_err(|msg| Error::Tensor {
             path: ckpt.path().to_path_buf(),
             tensor: p.name.clone(),
             msg,
         })?;
         Ok(QuantizedTensor {
             name: p.name.clone(),
-            dims: src.dims,
+            dims,
             ty: p.ty,
             data,
             reason: p.reason.clone(),
