@@ -171,6 +171,98 @@ fn best_index_int8(x: f32) -> u8 {
     }
 }
 
+/// `(sumqx, sumq2)` of each scale try `itry = -ntry..=ntry` of one 32-weight block (try
+/// `itry` at index `itry + ntry`), `1 <= ntry <= 7`: with AVX-512 where the CPU has it, else
+/// the scalar loop; both give the same bits.
+fn search_tries(xb: &[f32; 32], weight: &[f32; 32], max: f32, ntry: i32) -> ([f32; 16], [f32; 16]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86_search::available() {
+        // SAFETY: `available` confirmed AVX-512 F/BW/VL/DQ.
+        return unsafe { x86_search::tries(xb, weight, max, ntry) };
+    }
+    search_tries_scalar(xb, weight, max, ntry)
+}
+
+/// The scalar twin of [`search_tries`]: llama.cpp's loop body per try.
+fn search_tries_scalar(xb: &[f32; 32], weight: &[f32; 32], max: f32, ntry: i32) -> ([f32; 16], [f32; 16]) {
+    let (mut qx, mut q2) = ([0f32; 16], [0f32; 16]);
+    for itry in -ntry..=ntry {
+        let id = (itry + KVALUES_IQ4NL[0] as i32) as f32 / max;
+        let (mut sumqx, mut sumq2) = (0f32, 0f32);
+        for j in 0..32 {
+            let al = id * xb[j];
+            let q = KVALUES_IQ4NL[best_index_int8(al) as usize] as f32;
+            let w = weight[j];
+            sumqx += w * q * xb[j];
+            sumq2 += w * q * q;
+        }
+        qx[(itry + ntry) as usize] = sumqx;
+        q2[(itry + ntry) as usize] = sumq2;
+    }
+    (qx, q2)
+}
+
+/// The scale search of [`quantize_iq4_impl`] with one try per AVX-512 lane: lane `t` runs try
+/// `itry = t - ntry` through the same operations as the scalar loop, in the same order (the
+/// index search is a branch-free binary search that picks the same level, ties included), so
+/// each lane's sums are the scalar sums bit for bit and the caller's sequential choice among
+/// them picks the same scale. The search was 97% of an IQ4_NL quantization.
+#[cfg(target_arch = "x86_64")]
+mod x86_search {
+    use std::arch::x86_64::*;
+
+    use super::KVALUES_IQ4NL;
+
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512dq")
+    }
+
+    /// `(sumqx, sumq2)` of each try `itry = -ntry..=ntry` (lane `itry + ntry`), `1 <= ntry <= 7`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/DQ.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(super) unsafe fn tries(xb: &[f32; 32], weight: &[f32; 32], max: f32, ntry: i32) -> ([f32; 16], [f32; 16]) {
+        let mut ids = [0f32; 16];
+        for (t, id) in ids.iter_mut().enumerate().take((2 * ntry + 1) as usize) {
+            *id = (t as i32 - ntry + KVALUES_IQ4NL[0] as i32) as f32 / max;
+        }
+        let vals: [f32; 16] = std::array::from_fn(|k| KVALUES_IQ4NL[k] as f32);
+        let val = _mm512_loadu_ps(vals.as_ptr());
+        let (v0, v15) = (_mm512_set1_ps(vals[0]), _mm512_set1_ps(vals[15]));
+        let id = _mm512_loadu_ps(ids.as_ptr());
+        let (mut qx, mut q2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for j in 0..32 {
+            let xj = _mm512_set1_ps(xb[j]);
+            let al = _mm512_mul_ps(id, xj);
+            // The last level at or below `al`, by halving steps (levels increase strictly).
+            let mut ml = _mm512_setzero_si512();
+            for step in [8, 4, 2, 1] {
+                let cand = _mm512_add_epi32(ml, _mm512_set1_epi32(step));
+                let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(_mm512_permutexvar_ps(cand, val), al);
+                ml = _mm512_mask_mov_epi32(ml, le, cand);
+            }
+            let mu = _mm512_min_epi32(_mm512_add_epi32(ml, _mm512_set1_epi32(1)), _mm512_set1_epi32(15));
+            let (lo, hi) = (_mm512_permutexvar_ps(ml, val), _mm512_permutexvar_ps(mu, val));
+            let lower = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_sub_ps(al, lo), _mm512_sub_ps(hi, al));
+            let mut l = _mm512_mask_mov_epi32(mu, lower, ml);
+            l = _mm512_mask_mov_epi32(l, _mm512_cmp_ps_mask::<_CMP_LE_OQ>(al, v0), _mm512_setzero_si512());
+            l = _mm512_mask_mov_epi32(l, _mm512_cmp_ps_mask::<_CMP_GE_OQ>(al, v15), _mm512_set1_epi32(15));
+            let q = _mm512_permutexvar_ps(l, val);
+            let wq = _mm512_mul_ps(_mm512_set1_ps(weight[j]), q);
+            qx = _mm512_add_ps(qx, _mm512_mul_ps(wq, xj));
+            q2 = _mm512_add_ps(q2, _mm512_mul_ps(wq, q));
+        }
+        let (mut a, mut b) = ([0f32; 16], [0f32; 16]);
+        _mm512_storeu_ps(a.as_mut_ptr(), qx);
+        _mm512_storeu_ps(b.as_mut_ptr(), q2);
+        (a, b)
+    }
+}
+
 /// ggml's `nearest_int`: round to nearest (ties to even) via the `1.5 * 2^23` magic add. Like
 /// the C it reads the mantissa bits, so out-of-range or non-finite inputs give a (meaningless)
 /// value rather than a panic.
@@ -238,20 +330,31 @@ fn quantize_iq4_impl(x: &[f32], q4: &mut [u8], ntry: i32) -> Iq4Quantized {
         }
         d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
         let mut best = d * sumqx;
-        for itry in -ntry..=ntry {
-            id = (itry + KVALUES_IQ4NL[0] as i32) as f32 / max;
-            sumqx = 0.0;
-            sumq2 = 0.0;
-            for j in 0..BLOCK {
-                let al = id * xb[j];
-                let q = KVALUES_IQ4NL[best_index_int8(al) as usize] as f32;
-                let w = weight[j];
-                sumqx += w * q * xb[j];
-                sumq2 += w * q * q;
+        if (1..=7).contains(&ntry) {
+            let xb: &[f32; BLOCK] = xb.try_into().expect("32 weights");
+            let (qx, q2) = search_tries(xb, &weight, max, ntry);
+            for t in 0..(2 * ntry + 1) as usize {
+                if q2[t] > 0.0 && qx[t] * qx[t] > best * q2[t] {
+                    d = qx[t] / q2[t];
+                    best = d * qx[t];
+                }
             }
-            if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
-                d = sumqx / sumq2;
-                best = d * sumqx;
+        } else {
+            for itry in -ntry..=ntry {
+                id = (itry + KVALUES_IQ4NL[0] as i32) as f32 / max;
+                sumqx = 0.0;
+                sumq2 = 0.0;
+                for j in 0..BLOCK {
+                    let al = id * xb[j];
+                    let q = KVALUES_IQ4NL[best_index_int8(al) as usize] as f32;
+                    let w = weight[j];
+                    sumqx += w * q * xb[j];
+                    sumq2 += w * q * q;
+                }
+                if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+                    d = sumqx / sumq2;
+                    best = d * sumqx;
+                }
             }
         }
         scales[ib] = d;
@@ -540,5 +643,43 @@ mod tests {
         let y = bytes(&BlockQ8K { d: 4.0, qs: [1; QK_K], bsums: [16; 16] });
         // sum over ib of (0.25 * 4) * (ib + 1) * (-127 * 32) = -4064 * 36.
         assert_eq!(vec_dot_iq4_xs_q8_k(QK_K, &x, &y), -4064.0 * 36.0);
+    }
+
+    /// The AVX-512 scale search gives the scalar search's sums bit for bit: random blocks at
+    /// several magnitudes, blocks whose scaled values land on level midpoints, and every ntry.
+    #[test]
+    fn iq4_search_tries_simd_matches_scalar() {
+        let mut s = 0x2545_F491u32;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        };
+        for case in 0..3000 {
+            let scale = 10f32.powi(case % 7 - 3);
+            let mut xb: [f32; 32] = std::array::from_fn(|_| rnd() * scale);
+            if case % 5 == 0 {
+                // Values on midpoints between levels once scaled by the first guess.
+                let mids = [-113.5f32, -89.5, -57.5, -21.5, 5.0, 30.5, 52.0, 89.5];
+                for (j, v) in xb.iter_mut().enumerate().take(8) {
+                    *v = mids[j] / 127.0;
+                }
+                xb[31] = 1.0;
+            }
+            let weight: [f32; 32] = std::array::from_fn(|j| xb[j] * xb[j]);
+            let max = xb.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+            if max == 0.0 {
+                continue;
+            }
+            for ntry in 1..=7 {
+                let want = search_tries_scalar(&xb, &weight, max, ntry);
+                let got = search_tries(&xb, &weight, max, ntry);
+                for t in 0..(2 * ntry + 1) as usize {
+                    assert_eq!(got.0[t].to_bits(), want.0[t].to_bits(), "case {case} ntry {ntry} try {t} sumqx");
+                    assert_eq!(got.1[t].to_bits(), want.1[t].to_bits(), "case {case} ntry {ntry} try {t} sumq2");
+                }
+            }
+        }
     }
 }
