@@ -505,7 +505,7 @@ pub fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8], rmse_type: i32) ->
         return 0.0;
     }
     let nmaxf = nmax as f32;
-    let mut iscale = -nmaxf / max;
+    let iscale = -nmaxf / max;
     if rmse_type == 0 {
         for (l, &xi) in l_out.iter_mut().zip(x) {
             let q = nearest_int(iscale * xi);
@@ -537,29 +537,110 @@ pub fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8], rmse_type: i32) ->
         return if suml2 > 0.0 { 0.5 * (scale + 1.0 / iscale) } else { 1.0 / iscale };
     }
     let mut best = scale * sumlx;
-    for is in -9i32..=9 {
-        if is == 0 {
-            continue;
+    // The 18 tries' sums first (independent of each other), then llama.cpp's sequential choice;
+    // the quants are those of the last try that improved, as when it rewrote them each time.
+    let mut iscales = [0f32; QX_TRIES];
+    for (k, is) in (-9i32..=9).filter(|&is| is != 0).enumerate() {
+        iscales[k] = -(nmaxf + 0.1 * is as f32) / max;
+    }
+    let (lx, l2) = qx_try_sums(nmax, x, &iscales, weight);
+    let mut chosen = None;
+    for k in 0..QX_TRIES {
+        if l2[k] > 0.0 && lx[k] * lx[k] > best * l2[k] {
+            chosen = Some(iscales[k]);
+            scale = lx[k] / l2[k];
+            best = scale * lx[k];
         }
-        iscale = -(nmaxf + 0.1 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
+    }
+    if let Some(iscale) = chosen {
+        for (l, &xi) in l_out.iter_mut().zip(x) {
+            let q = nearest_int(iscale * xi);
+            *l = (nmax + q.clamp(-nmax, nmax - 1)) as i8;
+        }
+    }
+    scale
+}
+
+/// The scale tries of [`make_qx_quants`]: `is = -9..=9` without 0.
+const QX_TRIES: usize = 18;
+
+/// `(sumlx, sumlq2)` of every try `iscales[k]` of [`make_qx_quants`], each summed in `x`'s order:
+/// with AVX-512, one try per lane (the same operations per lane as the scalar loop, so the
+/// same bits, `qx_try_sums_simd_matches_scalar`), else the scalar loop.
+fn qx_try_sums(nmax: i32, x: &[f32], iscales: &[f32; QX_TRIES], weight: impl Fn(f32) -> f32) -> ([f32; QX_TRIES], [f32; QX_TRIES]) {
+    #[cfg(target_arch = "x86_64")]
+    if x.len() <= 256 && x86_qx::available() {
+        let mut w = [0f32; 256];
+        for (wi, &xi) in w.iter_mut().zip(x) {
+            *wi = weight(xi);
+        }
+        // SAFETY: `available` confirmed AVX-512 F/BW/VL/DQ.
+        return unsafe { x86_qx::try_sums(nmax, x, &w[..x.len()], iscales) };
+    }
+    qx_try_sums_scalar(nmax, x, iscales, weight)
+}
+
+fn qx_try_sums_scalar(nmax: i32, x: &[f32], iscales: &[f32; QX_TRIES], weight: impl Fn(f32) -> f32) -> ([f32; QX_TRIES], [f32; QX_TRIES]) {
+    let (mut lx, mut l2) = ([0f32; QX_TRIES], [0f32; QX_TRIES]);
+    for k in 0..QX_TRIES {
+        let (mut sumlx, mut suml2) = (0f32, 0f32);
         for &xi in x {
-            let qf = nearest_int(iscale * xi).clamp(-nmax, nmax - 1) as f32;
+            let qf = nearest_int(iscales[k] * xi).clamp(-nmax, nmax - 1) as f32;
             let w = weight(xi);
             sumlx += w * xi * qf;
             suml2 += w * qf * qf;
         }
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for (l, &xi) in l_out.iter_mut().zip(x) {
-                let q = nearest_int(iscale * xi);
-                *l = (nmax + q.clamp(-nmax, nmax - 1)) as i8;
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
+        lx[k] = sumlx;
+        l2[k] = suml2;
     }
-    scale
+    (lx, l2)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_qx {
+    use std::arch::x86_64::*;
+
+    use super::QX_TRIES;
+
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512dq")
+    }
+
+    /// Tries 0..16 in one register and 16..18 in another; `nearest_int` is the same magic
+    /// addition and mantissa read, the clamp the same integer clamp.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/DQ.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(super) unsafe fn try_sums(nmax: i32, x: &[f32], w: &[f32], iscales: &[f32; QX_TRIES]) -> ([f32; QX_TRIES], [f32; QX_TRIES]) {
+        let mut pad = [0f32; 32];
+        pad[..QX_TRIES].copy_from_slice(iscales);
+        let is = [_mm512_loadu_ps(pad.as_ptr()), _mm512_loadu_ps(pad.as_ptr().add(16))];
+        let (lo, hi) = (_mm512_set1_epi32(-nmax), _mm512_set1_epi32(nmax - 1));
+        let (magic, mant, half) = (_mm512_set1_ps(12_582_912.0), _mm512_set1_epi32(0x007f_ffff), _mm512_set1_epi32(0x0040_0000));
+        let mut lx = [_mm512_setzero_ps(); 2];
+        let mut l2 = [_mm512_setzero_ps(); 2];
+        for (&xi, &wi) in x.iter().zip(w) {
+            let (xv, wv) = (_mm512_set1_ps(xi), _mm512_set1_ps(wi));
+            let wx = _mm512_mul_ps(wv, xv);
+            for h in 0..2 {
+                let v = _mm512_add_ps(_mm512_mul_ps(is[h], xv), magic);
+                let q = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(v), mant), half);
+                let qf = _mm512_cvtepi32_ps(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi));
+                lx[h] = _mm512_add_ps(lx[h], _mm512_mul_ps(wx, qf));
+                l2[h] = _mm512_add_ps(l2[h], _mm512_mul_ps(_mm512_mul_ps(wv, qf), qf));
+            }
+        }
+        let (mut a, mut b) = ([0f32; 32], [0f32; 32]);
+        for h in 0..2 {
+            _mm512_storeu_ps(a.as_mut_ptr().add(16 * h), lx[h]);
+            _mm512_storeu_ps(b.as_mut_ptr().add(16 * h), l2[h]);
+        }
+        (a[..QX_TRIES].try_into().expect("18"), b[..QX_TRIES].try_into().expect("18"))
+    }
 }
 
 /// ggml's `make_q3_quants`: like [`make_qx_quants`] with x² weights, but refined by up to five
@@ -1689,6 +1770,42 @@ mod tests {
             let mse: f64 = x.iter().zip(&y).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>() / x.len() as f64;
             assert!(mse < prev, "{ty}: mse {mse} not below {prev}");
             prev = mse;
+        }
+    }
+
+    /// The AVX-512 try sums of `make_qx_quants` equal the scalar ones bit for bit.
+    #[test]
+    fn qx_try_sums_simd_matches_scalar() {
+        let mut s = 0x1234_5679u32;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        };
+        for case in 0..2000 {
+            let n = [16usize, 32, 256][case % 3];
+            let scale = 10f32.powi((case % 9) as i32 - 4);
+            let x: Vec<f32> = (0..n).map(|_| rnd() * scale).collect();
+            let max = x.iter().copied().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+            for (nmax, rmse) in [(32, 1), (4, 1), (16, 2), (8, 3), (32, 4)] {
+                let mut iscales = [0f32; QX_TRIES];
+                for (k, is) in (-9i32..=9).filter(|&is| is != 0).enumerate() {
+                    iscales[k] = -(nmax as f32 + 0.1 * is as f32) / max;
+                }
+                let weight = |xi: f32| match rmse {
+                    1 => xi * xi,
+                    2 => 1.0,
+                    3 => xi.abs(),
+                    _ => xi.abs().sqrt(),
+                };
+                let want = qx_try_sums_scalar(nmax, &x, &iscales, weight);
+                let got = qx_try_sums(nmax, &x, &iscales, weight);
+                for k in 0..QX_TRIES {
+                    assert_eq!(got.0[k].to_bits(), want.0[k].to_bits(), "case {case} nmax {nmax} try {k}");
+                    assert_eq!(got.1[k].to_bits(), want.1[k].to_bits(), "case {case} nmax {nmax} try {k}");
+                }
+            }
         }
     }
 }
