@@ -728,6 +728,23 @@ pub fn make_qkx2_quants(
     nstep: i32,
     use_mad: bool,
 ) -> (f32, f32) {
+    make_qkx2_quants_with(true, nmax, x, weights, l_out, laux, rmin, rdelta, nstep, use_mad)
+}
+
+/// [`make_qkx2_quants`], with the AVX-512 tries allowed (where the CPU has them) or not.
+#[allow(clippy::too_many_arguments)]
+fn make_qkx2_quants_with(
+    simd: bool,
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    l_out: &mut [u8],
+    laux: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    use_mad: bool,
+) -> (f32, f32) {
     let n = x.len();
     debug_assert!(weights.len() == n && l_out.len() == n && laux.len() == n);
     let mut min = x[0];
@@ -766,6 +783,33 @@ pub fn make_qkx2_quants(
     if nstep < 1 {
         return (scale, -min);
     }
+    #[cfg(target_arch = "x86_64")]
+    if simd && n <= 32 && nstep < 32 && x86_qkx2::available() {
+        // The tries from `first` on, one per lane, with the current `min`; the first that
+        // beats the best error wins as in the sequential loop, and since a win changes `min`
+        // (which every later try reads), the later tries are run again from there.
+        let mut first = 0usize;
+        while first <= nstep as usize {
+            let mut iscales = [0f32; 32];
+            for (k, v) in iscales.iter_mut().enumerate().take(nstep as usize + 1 - first) {
+                *v = (rmin + rdelta * (first + k) as f32 + nmaxf) / (max - min);
+            }
+            // SAFETY: `available` confirmed AVX-512 F/BW/VL/DQ.
+            let tries = unsafe { x86_qkx2::tries(nmax, x, weights, &iscales, min, sum_w, sum_x, use_mad) };
+            let next = (0..=nstep as usize - first).find(|&k| tries[k].valid && tries[k].error < best_error);
+            let Some(k) = next else { break };
+            let t = tries[k];
+            for i in 0..n {
+                laux[i] = nearest_int(iscales[k] * (x[i] - min)).clamp(0, nmax) as u8;
+            }
+            best_error = t.error;
+            scale = t.scale;
+            min = t.min;
+            l_out.copy_from_slice(laux);
+            first += k + 1;
+        }
+        return (scale, -min);
+    }
     for is in 0..=nstep {
         iscale = (rmin + rdelta * is as f32 + nmaxf) / (max - min);
         let mut sum_l = 0f32;
@@ -802,6 +846,93 @@ pub fn make_qkx2_quants(
         }
     }
     (scale, -min)
+}
+
+/// The tries of [`make_qkx2_quants`] in AVX-512 lanes: lane `k` runs try `k` through the scalar
+/// loop's operations in its order (the first pass's sums, the least-squares scale and min with
+/// the same divisions and the same `min > 0` correction, the second pass's error), so every
+/// lane's figures are the scalar ones bit for bit (`qkx2_tries_simd_matches_scalar`).
+#[cfg(target_arch = "x86_64")]
+mod x86_qkx2 {
+    use std::arch::x86_64::*;
+
+    use super::nearest_int;
+
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512dq")
+    }
+
+    /// One try's outcome: whether its determinant was positive, and then its fit and error.
+    #[derive(Clone, Copy, Default)]
+    pub(super) struct Try {
+        pub valid: bool,
+        pub error: f32,
+        pub scale: f32,
+        pub min: f32,
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/DQ; `x.len() <= 32`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tries(
+        nmax: i32,
+        x: &[f32],
+        weights: &[f32],
+        iscales: &[f32; 32],
+        min: f32,
+        sum_w: f32,
+        sum_x: f32,
+        use_mad: bool,
+    ) -> [Try; 32] {
+        let _ = nearest_int; // the scalar definition the lanes follow
+        let (magic, mant, half) = (_mm512_set1_ps(12_582_912.0), _mm512_set1_epi32(0x007f_ffff), _mm512_set1_epi32(0x0040_0000));
+        let (zero_i, nmax_v) = (_mm512_setzero_si512(), _mm512_set1_epi32(nmax));
+        let mut out = [Try::default(); 32];
+        for h in 0..2 {
+            let is = _mm512_loadu_ps(iscales.as_ptr().add(16 * h));
+            let quant = |xi: f32| {
+                let v = _mm512_add_ps(_mm512_mul_ps(is, _mm512_set1_ps(xi - min)), magic);
+                let l = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(v), mant), half);
+                _mm512_cvtepi32_ps(_mm512_min_epi32(_mm512_max_epi32(l, zero_i), nmax_v))
+            };
+            let (mut sl, mut sl2, mut sxl) = (_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps());
+            for (&xi, &wi) in x.iter().zip(weights) {
+                let lf = quant(xi);
+                let w = _mm512_set1_ps(wi);
+                let wl = _mm512_mul_ps(w, lf);
+                sl = _mm512_add_ps(sl, wl);
+                sl2 = _mm512_add_ps(sl2, _mm512_mul_ps(wl, lf));
+                sxl = _mm512_add_ps(sxl, _mm512_mul_ps(wl, _mm512_set1_ps(xi)));
+            }
+            let (sw, sx) = (_mm512_set1_ps(sum_w), _mm512_set1_ps(sum_x));
+            let det = _mm512_sub_ps(_mm512_mul_ps(sw, sl2), _mm512_mul_ps(sl, sl));
+            let valid = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(det, _mm512_setzero_ps());
+            let mut scale = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sw, sxl), _mm512_mul_ps(sx, sl)), det);
+            let mut mn = _mm512_div_ps(_mm512_sub_ps(_mm512_mul_ps(sl2, sx), _mm512_mul_ps(sl, sxl)), det);
+            let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(mn, _mm512_setzero_ps());
+            mn = _mm512_mask_mov_ps(mn, pos, _mm512_setzero_ps());
+            scale = _mm512_mask_mov_ps(scale, pos, _mm512_div_ps(sxl, sl2));
+            let mut err = _mm512_setzero_ps();
+            for (&xi, &wi) in x.iter().zip(weights) {
+                let lf = quant(xi);
+                let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale, lf), mn), _mm512_set1_ps(xi));
+                let e = if use_mad { _mm512_abs_ps(diff) } else { _mm512_mul_ps(diff, diff) };
+                err = _mm512_add_ps(err, _mm512_mul_ps(_mm512_set1_ps(wi), e));
+            }
+            let (mut e, mut sc, mut m) = ([0f32; 16], [0f32; 16], [0f32; 16]);
+            _mm512_storeu_ps(e.as_mut_ptr(), err);
+            _mm512_storeu_ps(sc.as_mut_ptr(), scale);
+            _mm512_storeu_ps(m.as_mut_ptr(), mn);
+            for k in 0..16 {
+                out[16 * h + k] = Try { valid: valid & (1 << k) != 0, error: e[k], scale: sc[k], min: m[k] };
+            }
+        }
+        out
+    }
 }
 
 /// Packs 256 two-bit values as Q2_K/Q3_K `qs`: byte `32*n + l` holds, at bit `2*j`, value
@@ -1805,6 +1936,34 @@ mod tests {
                     assert_eq!(got.0[k].to_bits(), want.0[k].to_bits(), "case {case} nmax {nmax} try {k}");
                     assert_eq!(got.1[k].to_bits(), want.1[k].to_bits(), "case {case} nmax {nmax} try {k}");
                 }
+            }
+        }
+    }
+
+    /// `make_qkx2_quants` gives the same quants, scale and min with and without the AVX-512
+    /// tries, for the parameters Q2_K, Q4_K and Q5_K use and both error measures.
+    #[test]
+    fn qkx2_tries_simd_matches_scalar() {
+        let mut s = 0x0BAD_5EEDu32;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        };
+        for case in 0..3000 {
+            let n = if case % 2 == 0 { 32 } else { 16 };
+            let scale = 10f32.powi((case % 9) as i32 - 4);
+            let shift = if case % 3 == 0 { 0.7 * scale } else { 0.0 };
+            let x: Vec<f32> = (0..n).map(|_| rnd() * scale + shift).collect();
+            let w: Vec<f32> = x.iter().map(|v| if case % 4 == 0 { 1.0 } else { v.abs() + 0.01 * scale }).collect();
+            for (nmax, rmin, rdelta, nstep, mad) in [(15, -1.0, 0.1, 20, false), (31, -0.5, 0.1, 15, false), (3, -0.5, 0.1, 15, true)] {
+                let (mut l1, mut l2) = (vec![0u8; n], vec![0u8; n]);
+                let mut aux = vec![0u8; n];
+                let a = make_qkx2_quants_with(true, nmax, &x, &w, &mut l1, &mut aux, rmin, rdelta, nstep, mad);
+                let b = make_qkx2_quants_with(false, nmax, &x, &w, &mut l2, &mut aux, rmin, rdelta, nstep, mad);
+                assert_eq!((a.0.to_bits(), a.1.to_bits()), (b.0.to_bits(), b.1.to_bits()), "case {case} nmax {nmax}");
+                assert_eq!(l1, l2, "case {case} nmax {nmax}");
             }
         }
     }
