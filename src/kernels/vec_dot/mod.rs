@@ -99,7 +99,10 @@ pub fn select4(ty: GgmlType, isa: Isa) -> Option<VecDot4Fn> {
         // Only where `select` returns the AVX-512 kernel of this very format: the x4 table
         // mirrors that table's choices (and is `None` for F16 / BF16 and the K-quants).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => x86_legacy::avx512(ty).and(x86_legacy::avx512_x4(ty)),
+        Isa::Avx512 => match x86_legacy::avx512(ty) {
+            Some(_) => x86_legacy::avx512_x4(ty),
+            None => x86_kquants::avx512_x4(ty),
+        },
         _ => {
             let _ = ty;
             None
@@ -246,13 +249,14 @@ pub(crate) mod tests {
         for isa in Isa::available() {
             for ty in GgmlType::ALL {
                 let four = select4(ty, isa);
-                let want_some = cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && legacy.contains(&ty);
+                let kquant = [T::Q4_K, T::Q6_K].contains(&ty) && select(ty, isa).is_some();
+                let want_some = cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && (legacy.contains(&ty) || kquant);
                 assert_eq!(four.is_some(), want_some, "{ty} on {}", isa.name());
                 let Some(four) = four else { continue };
                 let one = select(ty, isa).expect("a one-row kernel");
                 let vdt = formats::traits(ty).vec_dot_type;
                 for (seed, nb) in [(1u64, 1usize), (2, 2), (3, 3), (4, 5), (5, 18), (6, 48)] {
-                    let n = 32 * nb;
+                    let n = ty.block_size().max(vdt.block_size()) * nb;
                     let x = quantize(ty, &values(seed, n));
                     let rows: Vec<Vec<u8>> = (0..4)
                         .map(|k| quantize(vdt, &values(seed * 97 + k, n).iter().map(|v| v * 4.0).collect::<Vec<_>>()))

@@ -971,6 +971,140 @@ unsafe fn q4k_avx512vnni(n: usize, x: &[u8], y: &[u8]) -> f32 {
 }
 
 // --------------------------------------------------------------------------------------------
+// Several tokens per weight row (prompt processing)
+// --------------------------------------------------------------------------------------------
+//
+// The kernels below are the one-token kernels chosen for Zen-class AVX-512 (`q6k_avx512` and
+// `q4k_avx512vnni`) with the weight-only work of each super-block (unpacking quants, scales
+// and mins) done once for `T` tokens. Every token goes through the one-token kernel's
+// operations in its order, so each result is that kernel's bit for bit
+// (`kquant_x4_matches_one_token_bits`).
+
+/// `q6k_avx512` for one weight row against `T` activation rows.
+#[inline(always)]
+unsafe fn q6k_bw_rows<const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f32; T] {
+    let mut nb = 0;
+    for y in ys {
+        nb = super_blocks(n, x, y, Q6K_BYTES);
+    }
+    let m15 = _mm512_set1_epi8(0x0f);
+    let m48 = _mm512_set1_epi8(0x30);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for i in 0..nb {
+        let xb = x.as_ptr().add(i * Q6K_BYTES);
+        let yb = ys.map(|y| y.as_ptr().add(i * Q8K_BYTES));
+        let dx = f16_at(xb.add(208));
+        let sc16 = _mm256_cvtepi8_epi16(ld128(xb.add(192)));
+        let scales = _mm512_zextsi256_si512(sc16);
+        let mut s0 = [_mm512_setzero_si512(); T];
+        let mut s1 = [_mm512_setzero_si512(); T];
+        for h in 0..2 {
+            let ql = ld512(xb.add(64 * h));
+            let qh = bcast_shift(xb.add(128 + 32 * h), 2);
+            let ha = _mm512_and_si512(_mm512_slli_epi16::<4>(qh), m48);
+            let hb = _mm512_and_si512(qh, m48);
+            let qa = _mm512_ternarylogic_epi32::<0xec>(ql, ha, m15);
+            let qb = _mm512_ternarylogic_epi32::<0xec>(_mm512_srli_epi16::<4>(ql), hb, m15);
+            let sa = _mm512_permutexvar_epi16(ld512(IDX4_512.0[2 * h].as_ptr() as *const u8), scales);
+            let sb = _mm512_permutexvar_epi16(ld512(IDX4_512.0[2 * h + 1].as_ptr() as *const u8), scales);
+            for k in 0..T {
+                let q8 = yb[k].add(Q8K_QS);
+                let pa = _mm512_maddubs_epi16(qa, ld512(q8.add(128 * h)));
+                let pb = _mm512_maddubs_epi16(qb, ld512(q8.add(128 * h + 64)));
+                s0[k] = dp_bw(s0[k], sa, pa);
+                s1[k] = dp_bw(s1[k], sb, pb);
+            }
+        }
+        for k in 0..T {
+            let d = rd_f32(yb[k]) * dx;
+            let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, ld256(yb[k].add(Q8K_BSUMS))));
+            let sumi = _mm512_sub_epi32(_mm512_add_epi32(s0[k], s1[k]), _mm512_zextsi256_si512(corr));
+            acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc[k]);
+        }
+    }
+    acc.map(|a| _mm512_reduce_add_ps(a))
+}
+
+/// `q4k_avx512vnni` for one weight row against `T` activation rows.
+#[inline(always)]
+unsafe fn q4k_vnni_rows<const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f32; T] {
+    let mut nb = 0;
+    for y in ys {
+        nb = super_blocks(n, x, y, Q4K_BYTES);
+    }
+    let mlohi = _mm512_inserti64x4::<1>(_mm512_set1_epi8(0x0f), _mm256_set1_epi8(-16));
+    let zero = _mm512_setzero_si512();
+    let sidx = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7);
+    let sshift = _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0);
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut accm = [_mm256_setzero_ps(); T];
+    for i in 0..nb {
+        let xb = x.as_ptr().add(i * Q4K_BYTES);
+        let dd = f16x2(xb);
+        let qs = xb.add(16);
+        let sm = k4_scales_mins(xb.add(4));
+        let sc = _mm512_zextsi256_si512(_mm256_cvtepu8_epi32(sm));
+        let scales = _mm512_sllv_epi32(_mm512_permutexvar_epi32(sidx, sc), sshift);
+        let mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+        let w: [__m512i; 4] =
+            std::array::from_fn(|c| _mm512_and_si512(_mm512_broadcast_i64x4(ld256(qs.add(32 * c))), mlohi));
+        for k in 0..T {
+            let yb = ys[k].as_ptr().add(i * Q8K_BYTES);
+            let yd = rd_f32(yb);
+            let d = yd * _mm_cvtss_f32(dd) * 0.0625;
+            let dmin = -yd * _mm_cvtss_f32(_mm_movehdup_ps(dd));
+            let q8 = yb.add(Q8K_QS);
+            let summ = _mm256_madd_epi16(mins, ld256(yb.add(Q8K_BSUMS)));
+            let p: [__m512i; 4] = std::array::from_fn(|c| _mm512_dpbusd_epi32(zero, w[c], ld512(q8.add(64 * c))));
+            let a01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
+            let a23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
+            let b = _mm512_add_epi32(_mm512_unpacklo_epi64(a01, a23), _mm512_unpackhi_epi64(a01, a23));
+            let sumi = _mm512_mullo_epi32(b, scales);
+            acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc[k]);
+            accm[k] = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(summ), accm[k]);
+        }
+    }
+    std::array::from_fn(|k| _mm512_reduce_add_ps(acc[k]) + hsum256(accm[k]))
+}
+
+/// # Safety
+/// The CPU must support AVX-512 F, BW, VL, DQ and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,f16c")]
+unsafe fn q6k_avx512_x4(n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
+    q6k_bw_rows::<4>(n, x, ys)
+}
+
+/// # Safety
+/// The CPU must support AVX-512 F, BW, VL, DQ, VNNI and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
+unsafe fn q4k_avx512vnni_x4(n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
+    q4k_vnni_rows::<4>(n, x, ys)
+}
+
+fn q6k_avx512_x4_s(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]) {
+    // SAFETY: only handed out by `avx512_x4` where `avx512` hands out `q6k_avx512`, whose
+    // features (checked there) are these.
+    *out = unsafe { q6k_avx512_x4(n, x, ys) };
+}
+
+fn q4k_avx512vnni_x4_s(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]) {
+    // SAFETY: as above, for `q4k_avx512vnni`.
+    *out = unsafe { q4k_avx512vnni_x4(n, x, ys) };
+}
+
+/// The four-token kernel matching what [`avx512`] hands out for `ty`, where this file has one
+/// (Q6_K and Q4_K); callers have checked AVX-512 F, BW, VL, DQ as for [`avx512`].
+pub(super) fn avx512_x4(ty: GgmlType) -> Option<super::VecDot4Fn> {
+    // Only where `avx512` picks the one-token kernel these reproduce (its table: the BW kernel
+    // for Q6_K, the VNNI kernel for Q4_K when the CPU has VNNI).
+    match ty {
+        GgmlType::Q6_K if variant(ty, Variant::Avx512Bw).is_some() => Some(q6k_avx512_x4_s),
+        GgmlType::Q4_K if variant(ty, Variant::Avx512Vnni).is_some() => Some(q4k_avx512vnni_x4_s),
+        _ => None,
+    }
+}
+
+// --------------------------------------------------------------------------------------------
 // Safe entry points and tables
 // --------------------------------------------------------------------------------------------
 
