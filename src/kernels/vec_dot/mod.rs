@@ -249,7 +249,7 @@ pub(crate) mod tests {
         for isa in Isa::available() {
             for ty in GgmlType::ALL {
                 let four = select4(ty, isa);
-                let kquant = [T::Q4_K, T::Q6_K].contains(&ty) && select(ty, isa).is_some();
+                let kquant = [T::Q4_K, T::Q6_K, T::IQ4_XS].contains(&ty) && select(ty, isa).is_some();
                 let want_some = cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && (legacy.contains(&ty) || kquant);
                 assert_eq!(four.is_some(), want_some, "{ty} on {}", isa.name());
                 let Some(four) = four else { continue };

@@ -1067,6 +1067,62 @@ unsafe fn q4k_vnni_rows<const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [
     std::array::from_fn(|k| _mm512_reduce_add_ps(acc[k]) + hsum256(accm[k]))
 }
 
+/// `iq4xs_avx512vnni` for one weight row against `T` activation rows.
+#[inline(always)]
+unsafe fn iq4xs_vnni_rows<const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f32; T] {
+    let mut nb = 0;
+    for y in ys {
+        nb = super_blocks(n, x, y, IQ4XS_BYTES);
+    }
+    let m4 = _mm512_set1_epi8(0x0f);
+    let values = _mm512_broadcast_i32x4(ld128(KVALUES_U8.as_ptr()));
+    let zero = _mm512_setzero_si512();
+    let mut acc = [_mm512_setzero_ps(); T];
+    for i in 0..nb {
+        let xb = x.as_ptr().add(i * IQ4XS_BYTES);
+        let dx = f16_at(xb);
+        let ls = iq4xs_scales_i32(xb);
+        let scales = _mm512_zextsi256_si512(ls);
+        let ls2 = _mm256_or_si256(_mm256_and_si256(ls, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32::<16>(ls));
+        let kv: [__m512i; 4] = std::array::from_fn(|m| _mm512_shuffle_epi8(values, iq4xs_idx_512(xb.add(8 + 32 * m), m4)));
+        let sc: [__m512i; 4] =
+            std::array::from_fn(|m| _mm512_permutexvar_epi32(ld512(IDX2_512_D.0[m].as_ptr() as *const u8), scales));
+        for k in 0..T {
+            let yb = ys[k].as_ptr().add(i * Q8K_BYTES);
+            let d = rd_f32(yb) * dx;
+            let q8 = yb.add(Q8K_QS);
+            let corr = _mm256_slli_epi32::<7>(_mm256_madd_epi16(ls2, ld256(yb.add(Q8K_BSUMS))));
+            let mut s0 = _mm512_setzero_si512();
+            let mut s1 = _mm512_setzero_si512();
+            for m in 0..4 {
+                let p = _mm512_dpbusd_epi32(zero, kv[m], ld512(q8.add(64 * m)));
+                let p = _mm512_mullo_epi32(p, sc[m]);
+                if m % 2 == 0 {
+                    s0 = _mm512_add_epi32(s0, p);
+                } else {
+                    s1 = _mm512_add_epi32(s1, p);
+                }
+            }
+            let sumi = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(corr));
+            acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc[k]);
+        }
+    }
+    acc.map(|a| _mm512_reduce_add_ps(a))
+}
+
+/// # Safety
+/// The CPU must support AVX-512 F, BW, VL, DQ, VNNI and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
+unsafe fn iq4xs_avx512vnni_x4(n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
+    iq4xs_vnni_rows::<4>(n, x, ys)
+}
+
+fn iq4xs_avx512vnni_x4_s(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]) {
+    // SAFETY: only handed out by `avx512_x4` where `avx512` hands out `iq4xs_avx512vnni`, whose
+    // features (checked there) are these.
+    *out = unsafe { iq4xs_avx512vnni_x4(n, x, ys) };
+}
+
 /// # Safety
 /// The CPU must support AVX-512 F, BW, VL, DQ and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,f16c")]
@@ -1093,13 +1149,14 @@ fn q4k_avx512vnni_x4_s(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]) {
 }
 
 /// The four-token kernel matching what [`avx512`] hands out for `ty`, where this file has one
-/// (Q6_K and Q4_K); callers have checked AVX-512 F, BW, VL, DQ as for [`avx512`].
+/// (Q6_K, Q4_K and IQ4_XS); callers have checked AVX-512 F, BW, VL, DQ as for [`avx512`].
 pub(super) fn avx512_x4(ty: GgmlType) -> Option<super::VecDot4Fn> {
     // Only where `avx512` picks the one-token kernel these reproduce (its table: the BW kernel
-    // for Q6_K, the VNNI kernel for Q4_K when the CPU has VNNI).
+    // for Q6_K, the VNNI kernels for Q4_K and IQ4_XS when the CPU has VNNI).
     match ty {
         GgmlType::Q6_K if variant(ty, Variant::Avx512Bw).is_some() => Some(q6k_avx512_x4_s),
         GgmlType::Q4_K if variant(ty, Variant::Avx512Vnni).is_some() => Some(q4k_avx512vnni_x4_s),
+        GgmlType::IQ4_XS if variant(ty, Variant::Avx512Vnni).is_some() => Some(iq4xs_avx512vnni_x4_s),
         _ => None,
     }
 }
