@@ -397,25 +397,116 @@ impl Values<'_> {
     }
 }
 
-/// Replaces each score `s` by `exp(s - max)` and returns `1 / sum` of them, summed in f64 in
-/// four interleaved partial sums (score `j` into sum `j % 4`, combined as `(s0 + s1) + (s2 +
-/// s3)`): one chain of dependent f64 additions per score held a sixth of the attention time.
-/// Both attention kernels call this, so they agree bit for bit.
+/// Replaces each score `s` by `exp(s - max)` ([`exp_neg`]) and returns `1 / sum` of them, the
+/// sum in f64 over sixteen interleaved partial sums (score `j` into sum `j % 16`, combined as
+/// the fixed pairwise tree of [`tree16`]). With AVX-512 sixteen scores go at once; the lanes do
+/// the scalar operations, so both give the same bits (`softmax_simd_matches_scalar`) and both
+/// attention kernels, which call this, agree bit for bit. A libm `expf` call per score and one
+/// chain of dependent f64 additions were a fifth of the attention time.
 #[inline(always)]
 fn exp_and_inverse_sum(sc: &mut [f32], max: f32) -> f32 {
-    let mut sum = [0f64; 4];
-    let mut quads = sc.chunks_exact_mut(4);
-    for q in &mut quads {
-        for (l, sj) in q.iter_mut().enumerate() {
-            *sj = (*sj - max).exp();
-            sum[l] += *sj as f64;
+    #[cfg(target_arch = "x86_64")]
+    if isa::active() == isa::Isa::Avx512 {
+        // SAFETY: Avx512 is active only after `Isa::is_available` confirmed the features.
+        return unsafe { x86_softmax::exp_and_inverse_sum(sc, max) };
+    }
+    exp_and_inverse_sum_scalar(sc, max)
+}
+
+fn exp_and_inverse_sum_scalar(sc: &mut [f32], max: f32) -> f32 {
+    let mut sum = [0f64; 16];
+    for (j, sj) in sc.iter_mut().enumerate() {
+        *sj = exp_neg(*sj - max);
+        sum[j % 16] += *sj as f64;
+    }
+    (1.0 / tree16(sum)) as f32
+}
+
+/// `((s0 + s8) + (s4 + s12)) + ...`: halves added lane-wise, then halves of the halves.
+#[inline(always)]
+fn tree16(s: [f64; 16]) -> f64 {
+    let h8: [f64; 8] = std::array::from_fn(|i| s[i] + s[i + 8]);
+    let h4: [f64; 4] = std::array::from_fn(|i| h8[i] + h8[i + 4]);
+    (h4[0] + h4[2]) + (h4[1] + h4[3])
+}
+
+const EXP_LOG2E: f32 = std::f32::consts::LOG2_E;
+const EXP_MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+const EXP_C1: f32 = 0.693_359_4; // ln 2 in few bits, so n * C1 is exact
+const EXP_C2: f32 = -2.121_944_4e-4; // ln 2 - C1
+const EXP_P: [f32; 6] = [1.987_569_1e-4, 1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
+
+/// `exp(x)` for `x <= 0` (Cephes' `expf`: `2^n · p(r)` with `r = x - n ln 2`), within 2 ulp of
+/// the exact value and 0-ish below -87 (clamped to `exp(-87)`, ~1.6e-38, far below any softmax
+/// sum's resolution). Only correctly rounded `+ - *` and exact conversions, never fused, so
+/// the vector version in `x86_softmax` gives the same bits lane by lane.
+#[inline(always)]
+fn exp_neg(x: f32) -> f32 {
+    let x = if x > -87.0 { x } else { -87.0 };
+    let n = (x * EXP_LOG2E + EXP_MAGIC) - EXP_MAGIC;
+    let r = (x - n * EXP_C1) - n * EXP_C2;
+    let mut p = EXP_P[0];
+    for c in &EXP_P[1..] {
+        p = p * r + c;
+    }
+    let y = (p * (r * r) + r) + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_softmax {
+    use std::arch::x86_64::*;
+
+    use super::{EXP_C1, EXP_C2, EXP_LOG2E, EXP_MAGIC, EXP_P};
+
+    /// [`super::exp_neg`] on 16 lanes.
+    #[inline(always)]
+    unsafe fn exp_neg(x: __m512) -> __m512 {
+        let lo = _mm512_set1_ps(-87.0);
+        let x = _mm512_mask_mov_ps(lo, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, lo), x);
+        let magic = _mm512_set1_ps(EXP_MAGIC);
+        let n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)), magic), magic);
+        let r = _mm512_sub_ps(
+            _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(EXP_C1))),
+            _mm512_mul_ps(n, _mm512_set1_ps(EXP_C2)),
+        );
+        let mut p = _mm512_set1_ps(EXP_P[0]);
+        for &c in &EXP_P[1..] {
+            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(c));
         }
+        let y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0));
+        let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)));
+        _mm512_mul_ps(y, _mm512_castsi512_ps(e))
     }
-    for (l, sj) in quads.into_remainder().iter_mut().enumerate() {
-        *sj = (*sj - max).exp();
-        sum[l] += *sj as f64;
+
+    /// [`super::exp_and_inverse_sum_scalar`] sixteen scores at a time: lanes 0..8 and 8..16 of
+    /// each block go to the two f64 accumulators, i.e. score `j` to partial sum `j % 16`, in
+    /// order; lanes past the end hold +0.0, which leaves a (non-negative) sum unchanged.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(super) unsafe fn exp_and_inverse_sum(sc: &mut [f32], max: f32) -> f32 {
+        let m = _mm512_set1_ps(max);
+        let (mut a, mut b) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+        let mut j = 0;
+        while j < sc.len() {
+            let k = (sc.len() - j).min(16);
+            let mask = if k == 16 { u16::MAX } else { (1u16 << k) - 1 };
+            let p = sc.as_mut_ptr().add(j);
+            let e = exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, p), m));
+            let e = _mm512_maskz_mov_ps(mask, e);
+            _mm512_mask_storeu_ps(p, mask, e);
+            a = _mm512_add_pd(a, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+            b = _mm512_add_pd(b, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e)))));
+            j += 16;
+        }
+        let (mut s, mut t) = ([0f64; 8], [0f64; 8]);
+        _mm512_storeu_pd(s.as_mut_ptr(), a);
+        _mm512_storeu_pd(t.as_mut_ptr(), b);
+        let all: [f64; 16] = std::array::from_fn(|i| if i < 8 { s[i] } else { t[i - 8] });
+        (1.0 / super::tree16(all)) as f32
     }
-    (1.0 / ((sum[0] + sum[1]) + (sum[2] + sum[3]))) as f32
 }
 
 /// Scaled scores of the `NQ` query heads `qs` against keys `j0..j0 + 16`, written to
@@ -600,5 +691,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The AVX-512 softmax gives the scalar one's weights and inverse sum bit for bit, for
+    /// every length up to 70 (all tails), and `exp_neg` stays within 2 ulp of `f32::exp`.
+    #[test]
+    fn softmax_simd_matches_scalar() {
+        for len in 1..70usize {
+            let base: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 * 0.05 - 40.0).collect();
+            let max = base.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut want = base.clone();
+            let inv_want = exp_and_inverse_sum_scalar(&mut want, max);
+            let mut got = base.clone();
+            let inv_got = exp_and_inverse_sum(&mut got, max);
+            assert_eq!(inv_got.to_bits(), inv_want.to_bits(), "len {len}");
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "len {len}");
+        }
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            let (got, want) = (exp_neg(x), (x as f64).exp());
+            let ulp = (want as f32).to_bits().abs_diff(got.to_bits());
+            assert!(ulp <= 2, "exp({x}) = {got} vs {want}: {ulp} ulp");
+            x += 0.001_37;
+        }
+        assert_eq!(exp_neg(0.0), 1.0);
+        assert!(exp_neg(-1e30) < 2e-38 && exp_neg(-1e30) > 0.0);
     }
 }
