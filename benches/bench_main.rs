@@ -1,14 +1,46 @@
-//! Criterion benchmarks, one entry point. Throughput is labelled honestly: dequantization in
-//! bytes of blocks read, matrix products in elements (multiply-adds).
+//! Criterion benchmarks, one entry point. Throughput is labelled honestly: dequantization,
+//! quantized dot products and quantized matrix products in bytes of weight blocks read (once
+//! per call), f32 matrix products in elements (multiply-adds).
 //!
-//! Run: `cargo bench --bench bench_main` (add a filter such as `matmul_f32` to narrow).
+//! Every kernel is measured on every instruction set this CPU has (scalar, AVX2, AVX-512 or
+//! NEON), each under its own name, so a regression in one path shows on its own.
+//!
+//! Run: `cargo bench --bench bench_main` (add a filter such as `matmul_q/avx512` to narrow).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use evalq::formats::dequantize;
+use std::time::Duration;
+
+use evalq::formats::{self, dequantize};
 use evalq::gguf::GgmlType;
 use evalq::kernels::matmul_f32::matmul_with;
-use evalq::kernels::Isa;
+use evalq::kernels::matmul_q::{self, activation_quantizer_with};
+use evalq::kernels::{vec_dot, Isa};
+
+/// The weight types with block kernels, as evalq's file types use them.
+const QUANTIZED: [GgmlType; 14] = [
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
+];
+
+/// Real blocks: `values` quantized with the format's own quantizer.
+fn quantized(ty: GgmlType, values: &[f32]) -> Vec<u8> {
+    let mut out = vec![0u8; values.len() / ty.block_size() * ty.block_bytes()];
+    (formats::traits(ty).quantize.expect("quantizable"))(values, &mut out);
+    out
+}
 
 fn noise(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed | 1;
@@ -106,5 +138,52 @@ fn bench_matmul_f32(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_dequantize, bench_matmul_f32);
+/// One dot product per weight row of SmolLM2's ffn_down (576 rows of 1536 weights) against one
+/// quantized activation row: the generation inner loop without threads or activation work.
+fn bench_vec_dot(c: &mut Criterion) {
+    let (rows, cols) = (576, 1536);
+    let mut g = c.benchmark_group("vec_dot");
+    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    for isa in Isa::available() {
+        for ty in QUANTIZED {
+            let w = quantized(ty, &noise(rows * cols, 3));
+            let vdt = formats::traits(ty).vec_dot_type;
+            let mut y = vec![0u8; vdt.row_bytes(cols as u64).unwrap() as usize];
+            activation_quantizer_with(isa, vdt)(&noise(cols, 4), &mut y);
+            let dot = vec_dot::select(ty, isa).expect("a dot product");
+            let w_row = w.len() / rows;
+            g.throughput(Throughput::Bytes(w.len() as u64));
+            g.bench_function(BenchmarkId::new(isa.name(), ty.name()), |b| {
+                b.iter(|| w.chunks_exact(w_row).map(|r| dot(cols, r, &y)).sum::<f32>())
+            });
+        }
+    }
+    g.finish();
+}
+
+/// The whole quantized product `y = x · Wᵀ` for ffn_down (576 × 1536) as the forward pass runs
+/// it (activation quantization, threads, the four- and eight-token kernels), for one token
+/// (generation) and for 64 (a slice of a prompt). Bytes are the weights, read once per call.
+fn bench_matmul_q(c: &mut Criterion) {
+    let (rows, cols) = (576, 1536);
+    let mut g = c.benchmark_group("matmul_q");
+    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    for isa in Isa::available() {
+        for ty in QUANTIZED {
+            let w = quantized(ty, &noise(rows * cols, 5));
+            for nt in [1usize, 64] {
+                let x = noise(nt * cols, 6);
+                let mut y = vec![0f32; nt * rows];
+                let mut scratch = Vec::new();
+                g.throughput(Throughput::Bytes(w.len() as u64));
+                g.bench_function(BenchmarkId::new(format!("{}/{}", isa.name(), ty.name()), format!("{nt}tok")), |b| {
+                    b.iter(|| matmul_q::matmul_with(isa, ty, &w, rows, cols, &x, &mut y, nt, &mut scratch))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_dequantize, bench_matmul_f32, bench_vec_dot, bench_matmul_q);
 criterion_main!(benches);

@@ -12,8 +12,10 @@ use evalq::quant::quantize::quantize_checkpoint;
 /// The agreement issue 3 asks for is 0.3% relative over 20 chunks. Quantized activations make
 /// this model's perplexity sensitive to last-bit differences (llama.cpp itself moves by 0.1%
 /// between its flash-attention and plain paths on Q5_K_M; our AVX2 and AVX-512 paths differ by
-/// 0.06%), and Q5_K_M (+0.32%) and Q5_K_M_pure (-0.40%) currently miss 0.3%. The test guards 0.5% so it catches real
-/// regressions; the table it writes shows each type against the 0.3% target.
+/// 0.06%; replacing libm's expf in the softmax by a 2-ulp vector exp moved Q5_K_M from +0.32%
+/// to +0.41% and Q5_K_M_pure from -0.40% to -0.10%). Q5_K_M is the one type outside 0.3%. The
+/// test guards 0.5% so it catches real regressions; the table it writes shows each type
+/// against the 0.3% target.
 const TOLERANCE: f64 = 5e-3;
 const TARGET: f64 = 3e-3;
 
