@@ -92,22 +92,7 @@ fn blocks(ty: GgmlType, n_weights: usize) -> Vec<u8> {
 fn bench_dequantize(c: &mut Criterion) {
     let n = 576 * 1536; // one SmolLM2 ffn matrix
     let mut g = c.benchmark_group("dequantize");
-    for ty in [
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::IQ4_NL,
-        GgmlType::IQ4_XS,
-    ] {
+    for ty in QUANTIZED {
         let data = blocks(ty, n);
         let mut out = vec![0f32; n];
         g.throughput(Throughput::Bytes(data.len() as u64));

@@ -214,10 +214,7 @@ mod x86_search {
     use super::KVALUES_IQ4NL;
 
     pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512dq")
+        crate::kernels::Isa::Avx512.is_available()
     }
 
     /// `(sumqx, sumq2)` of each try `itry = -ntry..=ntry` (lane `itry + ntry`), `1 <= ntry <= 7`.

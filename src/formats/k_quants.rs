@@ -603,10 +603,7 @@ mod x86_qx {
     use super::QX_TRIES;
 
     pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512dq")
+        crate::kernels::Isa::Avx512.is_available()
     }
 
     /// Tries 0..16 in one register and 16..18 in another; `nearest_int` is the same magic
@@ -859,10 +856,7 @@ mod x86_qkx2 {
     use super::nearest_int;
 
     pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512dq")
+        crate::kernels::Isa::Avx512.is_available()
     }
 
     /// One try's outcome: whether its determinant was positive, and then its fit and error.
@@ -1953,7 +1947,7 @@ mod tests {
         };
         for case in 0..3000 {
             let n = if case % 2 == 0 { 32 } else { 16 };
-            let scale = 10f32.powi((case % 9) as i32 - 4);
+            let scale = 10f32.powi(case % 9 - 4);
             let shift = if case % 3 == 0 { 0.7 * scale } else { 0.0 };
             let x: Vec<f32> = (0..n).map(|_| rnd() * scale + shift).collect();
             let w: Vec<f32> = x.iter().map(|v| if case % 4 == 0 { 1.0 } else { v.abs() + 0.01 * scale }).collect();

@@ -370,6 +370,7 @@ fn c_f32_to_i32(x: f32) -> i32 {
 /// returns them. Only the sign of a zero result may differ (`-0.3` gives `+0.0`), which no
 /// caller sees: they all convert to an integer.
 #[inline(always)]
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must take the early return
 fn round_half_away(x: f32) -> f32 {
     if !(x.abs() < 8_388_608.0) {
         return x;

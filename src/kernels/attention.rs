@@ -434,7 +434,7 @@ const EXP_LOG2E: f32 = std::f32::consts::LOG2_E;
 const EXP_MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
 const EXP_C1: f32 = 0.693_359_4; // ln 2 in few bits, so n * C1 is exact
 const EXP_C2: f32 = -2.121_944_4e-4; // ln 2 - C1
-const EXP_P: [f32; 6] = [1.987_569_1e-4, 1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
+const EXP_P: [f32; 6] = [1.987_569_1e-4, 1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
 
 /// `exp(x)` for `x <= 0` (Cephes' `expf`: `2^n · p(r)` with `r = x - n ln 2`), within 2 ulp of
 /// the exact value and 0-ish below -87 (clamped to `exp(-87)`, ~1.6e-38, far below any softmax

@@ -978,7 +978,7 @@ unsafe fn q4k_avx512vnni(n: usize, x: &[u8], y: &[u8]) -> f32 {
 // `q4k_avx512vnni`) with the weight-only work of each super-block (unpacking quants, scales
 // and mins) done once for `T` tokens. Every token goes through the one-token kernel's
 // operations in its order, so each result is that kernel's bit for bit
-// (`kquant_x4_matches_one_token_bits`).
+// (`vec_dot_select4_matches_select_bits`).
 
 /// `q6k_avx512` for one weight row against `T` activation rows.
 #[inline(always)]

@@ -684,9 +684,8 @@ mod avx2 {
                 // `len` halves at `i`, zero-padded to 8, in the lanes of `mask`.
                 let mut bx = [[0u8; 16]; 2];
                 let mut by = [[0f32; 8]; 4];
-                for j in 0..2 {
-                    let row = if j == 0 { r } else { r2 };
-                    bx[j][..2 * len].copy_from_slice(&x[row * 2 * n + 2 * i..row * 2 * n + 2 * (i + len)]);
+                for (b, row) in bx.iter_mut().zip([r, r2]) {
+                    b[..2 * len].copy_from_slice(&x[row * 2 * n + 2 * i..row * 2 * n + 2 * (i + len)]);
                 }
                 for k in 0..4 {
                     by[k][..len].copy_from_slice(std::slice::from_raw_parts(yp[k].add(i), len));
