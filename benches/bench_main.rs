@@ -96,7 +96,9 @@ fn bench_dequantize(c: &mut Criterion) {
         let data = blocks(ty, n);
         let mut out = vec![0f32; n];
         g.throughput(Throughput::Bytes(data.len() as u64));
-        g.bench_function(BenchmarkId::from_parameter(ty.name()), |b| b.iter(|| dequantize(ty, &data, &mut out).unwrap()));
+        g.bench_function(BenchmarkId::from_parameter(ty.name()), |b| {
+            b.iter(|| dequantize(ty, &data, &mut out).unwrap())
+        });
     }
     g.finish();
 }

@@ -322,9 +322,7 @@ fn attend_rows_impl<V: V16>(
                 for i in 0..nb {
                     let one = Values { first: t0 + r0 + i, ..vs };
                     // SAFETY: as above, for the one query `i`.
-                    unsafe {
-                        one.weighted_sum::<V, 1>([&scores[i * padded..]], main, out.as_mut_ptr(), [dst(i)])
-                    };
+                    unsafe { one.weighted_sum::<V, 1>([&scores[i * padded..]], main, out.as_mut_ptr(), [dst(i)]) };
                 }
             }
             // Dimensions past the last whole 16 (none for this model's 64).

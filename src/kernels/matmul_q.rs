@@ -519,7 +519,8 @@ mod tests {
     /// blocks with NaN, infinities, subnormals, zeros and ties at every magnitude.
     #[test]
     fn quantize_act_simd_matches_scalar() {
-        let mut x: Vec<f32> = values(5, 32 * 64).iter().enumerate().map(|(i, v)| v * 10f32.powi(i as i32 / 256 - 4)).collect();
+        let mut x: Vec<f32> =
+            values(5, 32 * 64).iter().enumerate().map(|(i, v)| v * 10f32.powi(i as i32 / 256 - 4)).collect();
         x[40] = f32::NAN;
         x[70] = f32::INFINITY;
         x[100] = f32::NEG_INFINITY;
@@ -529,7 +530,8 @@ mod tests {
         for (i, v) in x[224..256].iter_mut().enumerate() {
             *v = (i as f32 - 16.0) * 0.5; // ties to even once scaled by 127 / 8 ... and exact halves
         }
-        x[256..288].copy_from_slice(&std::array::from_fn::<f32, 32, _>(|i| if i == 3 { 127.0 } else { i as f32 + 0.5 }));
+        x[256..288]
+            .copy_from_slice(&std::array::from_fn::<f32, 32, _>(|i| if i == 3 { 127.0 } else { i as f32 + 0.5 }));
         for vdt in [GgmlType::Q8_0, GgmlType::Q8_1] {
             let bytes = vdt.row_bytes(x.len() as u64).unwrap() as usize;
             let mut want = vec![0u8; bytes];

@@ -75,7 +75,9 @@ impl Prepared4 {
 pub fn select4_prepared(ty: GgmlType, isa: Isa) -> Option<Prepared4> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if ty == GgmlType::F16 => x86_legacy::avx512_f16_is_avx2().then(|| x86_legacy::f16_prepared(true)).flatten(),
+        Isa::Avx512 if ty == GgmlType::F16 => {
+            x86_legacy::avx512_f16_is_avx2().then(|| x86_legacy::f16_prepared(true)).flatten()
+        }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => x86_legacy::avx512(ty).and(x86_legacy::avx512_x4_prepared(ty)),
         #[cfg(target_arch = "x86_64")]
@@ -191,7 +193,9 @@ pub(crate) mod tests {
                 let one = select(ty, isa).expect("a one-row kernel");
                 let vdt = formats::traits(ty).vec_dot_type;
                 let bs = ty.block_size().max(vdt.block_size());
-                for (seed, n) in [(1u64, 32usize), (2, 64), (3, 96), (4, 160), (5, 576), (6, 1536), (7, 8), (8, 40), (9, 100)] {
+                for (seed, n) in
+                    [(1u64, 32usize), (2, 64), (3, 96), (4, 160), (5, 576), (6, 1536), (7, 8), (8, 40), (9, 100)]
+                {
                     if n % bs != 0 {
                         continue;
                     }
@@ -216,7 +220,12 @@ pub(crate) mod tests {
                         for r in 0..rows as usize {
                             for k in 0..8 {
                                 let want = one(n, &w[r * wr..(r + 1) * wr], &acts[k % 4]);
-                                assert_eq!(got8[r][k].to_bits(), want.to_bits(), "{ty} {} n={n} row {r} token {k} (x8)", isa.name());
+                                assert_eq!(
+                                    got8[r][k].to_bits(),
+                                    want.to_bits(),
+                                    "{ty} {} n={n} row {r} token {k} (x8)",
+                                    isa.name()
+                                );
                             }
                         }
                     }
@@ -227,8 +236,18 @@ pub(crate) mod tests {
                         (p.dot1)(n, &w, &prep[k], &mut got1);
                         for r in 0..rows as usize {
                             let want = one(n, &w[r * wr..(r + 1) * wr], &acts[k]);
-                            assert_eq!(got4[r][k].to_bits(), want.to_bits(), "{ty} {} n={n} row {r} token {k}", isa.name());
-                            assert_eq!(got1[r].to_bits(), want.to_bits(), "{ty} {} n={n} row {r} token {k} (x1)", isa.name());
+                            assert_eq!(
+                                got4[r][k].to_bits(),
+                                want.to_bits(),
+                                "{ty} {} n={n} row {r} token {k}",
+                                isa.name()
+                            );
+                            assert_eq!(
+                                got1[r].to_bits(),
+                                want.to_bits(),
+                                "{ty} {} n={n} row {r} token {k} (x1)",
+                                isa.name()
+                            );
                         }
                     }
                 }

@@ -1084,7 +1084,8 @@ unsafe fn iq4xs_vnni_rows<const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) ->
         let ls = iq4xs_scales_i32(xb);
         let scales = _mm512_zextsi256_si512(ls);
         let ls2 = _mm256_or_si256(_mm256_and_si256(ls, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32::<16>(ls));
-        let kv: [__m512i; 4] = std::array::from_fn(|m| _mm512_shuffle_epi8(values, iq4xs_idx_512(xb.add(8 + 32 * m), m4)));
+        let kv: [__m512i; 4] =
+            std::array::from_fn(|m| _mm512_shuffle_epi8(values, iq4xs_idx_512(xb.add(8 + 32 * m), m4)));
         let sc: [__m512i; 4] =
             std::array::from_fn(|m| _mm512_permutexvar_epi32(ld512(IDX2_512_D.0[m].as_ptr() as *const u8), scales));
         for k in 0..T {

@@ -161,7 +161,13 @@ pub(super) fn avx512_x4_prepared(ty: GgmlType) -> Option<super::Prepared4> {
         T::IQ4_NL => (p_iq4_nl, w8p_iq4_nl, w4p_iq4_nl, w1p_iq4_nl),
         _ => return None,
     };
-    Some(super::Prepared4 { prepare, dot8: Some(dot8), dot4, dot1, row_bytes: |n| (n / QK).div_ceil(2) * avx512::PREP_PAIR })
+    Some(super::Prepared4 {
+        prepare,
+        dot8: Some(dot8),
+        dot4,
+        dot1,
+        row_bytes: |n| (n / QK).div_ceil(2) * avx512::PREP_PAIR,
+    })
 }
 
 /// The prepared F16 kernels wherever `select(F16, isa)` is the AVX2 kernel, whose bits they
@@ -582,7 +588,12 @@ mod avx2 {
     /// Converts one F16 activation row to f32 for [`f16_rows`] (exact: every half is an f32).
     #[inline(always)]
     pub(super) unsafe fn prepare_f16(n: usize, y: &[u8], out: &mut [u8]) {
-        assert!(y.len() == 2 * n && out.len() == 4 * n, "prepare F16: n = {n} with {} and {} bytes", y.len(), out.len());
+        assert!(
+            y.len() == 2 * n && out.len() == 4 * n,
+            "prepare F16: n = {n} with {} and {} bytes",
+            y.len(),
+            out.len()
+        );
         let (yp, op) = (y.as_ptr(), out.as_mut_ptr());
         let mut i = 0;
         while i + 8 <= n {
@@ -611,7 +622,12 @@ mod avx2 {
             let mut a = [[_mm256_setzero_ps(); 4]; T];
             let mut i = 0;
             while i + 32 <= n {
-                let w = [cvt_f16(xp.add(2 * i)), cvt_f16(xp.add(2 * i + 16)), cvt_f16(xp.add(2 * i + 32)), cvt_f16(xp.add(2 * i + 48))];
+                let w = [
+                    cvt_f16(xp.add(2 * i)),
+                    cvt_f16(xp.add(2 * i + 16)),
+                    cvt_f16(xp.add(2 * i + 32)),
+                    cvt_f16(xp.add(2 * i + 48)),
+                ];
                 for k in 0..T {
                     for (c, wc) in w.iter().enumerate() {
                         a[k][c] = _mm256_fmadd_ps(*wc, _mm256_loadu_ps(yp[k].add(i + 8 * c)), a[k][c]);
@@ -690,7 +706,9 @@ mod avx2 {
                 for k in 0..4 {
                     by[k][..len].copy_from_slice(std::slice::from_raw_parts(yp[k].add(i), len));
                 }
-                let w = bx.map(|b| _mm512_cvtph_ps(_mm256_broadcastsi128_si256(_mm_loadu_si128(b.as_ptr() as *const __m128i))));
+                let w = bx.map(|b| {
+                    _mm512_cvtph_ps(_mm256_broadcastsi128_si256(_mm_loadu_si128(b.as_ptr() as *const __m128i)))
+                });
                 for k in 0..4 {
                     let y = _mm512_castps256_ps512(_mm256_loadu_ps(by[k].as_ptr()));
                     let y = _mm512_shuffle_f32x4::<0b01_00_01_00>(y, y);
@@ -1864,7 +1882,12 @@ mod tests {
                     let x2 = quantize(ty, &xf.iter().rev().copied().collect::<Vec<_>>());
                     let x3 = quantize(ty, &xf.iter().map(|v| -0.5 * v).collect::<Vec<_>>());
                     let ws = [x.clone(), x2, x3].concat();
-                    let ys = [prepared[0].as_slice(), prepared[1].as_slice(), prepared[2].as_slice(), prepared[3].as_slice()];
+                    let ys = [
+                        prepared[0].as_slice(),
+                        prepared[1].as_slice(),
+                        prepared[2].as_slice(),
+                        prepared[3].as_slice(),
+                    ];
                     let mut got = [[f32::NAN; 4]; 3];
                     (p.dot4)(n, &ws, ys, &mut got);
                     let wrow = ws.len() / 3;
@@ -1872,7 +1895,11 @@ mod tests {
                         let mut got1 = [f32::NAN; 1];
                         for k in 0..4 {
                             let want = one(n, &ws[r * wrow..(r + 1) * wrow], &rows[k]);
-                            assert_eq!(got[r][k].to_bits(), want.to_bits(), "{ty} prepared blocks={nb} row {r} token {k}");
+                            assert_eq!(
+                                got[r][k].to_bits(),
+                                want.to_bits(),
+                                "{ty} prepared blocks={nb} row {r} token {k}"
+                            );
                             (p.dot1)(n, &ws[r * wrow..(r + 1) * wrow], &prepared[k], &mut got1);
                             assert_eq!(got1[0].to_bits(), want.to_bits(), "{ty} prepared x1 row {r} token {k}");
                         }
@@ -1882,8 +1909,16 @@ mod tests {
                     let ys = [prepared[0].as_slice(), prepared[1].as_slice(), short.as_slice(), prepared[3].as_slice()];
                     assert!(std::panic::catch_unwind(|| f(n, &x, ys, &mut [[0.0; 4]])).is_err(), "{ty} short row");
                     let g = p.dot4;
-                    let ys = [prepared[0].as_slice(), prepared[1].as_slice(), prepared[2].as_slice(), prepared[3].as_slice()];
-                    assert!(std::panic::catch_unwind(|| g(n, &ws, ys, &mut [[0.0; 4]; 2])).is_err(), "{ty} rows and outputs differ");
+                    let ys = [
+                        prepared[0].as_slice(),
+                        prepared[1].as_slice(),
+                        prepared[2].as_slice(),
+                        prepared[3].as_slice(),
+                    ];
+                    assert!(
+                        std::panic::catch_unwind(|| g(n, &ws, ys, &mut [[0.0; 4]; 2])).is_err(),
+                        "{ty} rows and outputs differ"
+                    );
                 }
             }
         }
