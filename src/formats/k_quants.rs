@@ -730,6 +730,7 @@ pub fn make_qkx2_quants(
 
 /// [`make_qkx2_quants`], with the AVX-512 tries allowed (where the CPU has them) or not.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn make_qkx2_quants_with(
     simd: bool,
     nmax: i32,
