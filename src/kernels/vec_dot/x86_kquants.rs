@@ -66,6 +66,16 @@ fn super_blocks(n: usize, x: &[u8], y: &[u8], x_bytes: usize) -> usize {
     nb
 }
 
+/// [`super_blocks`] for one weight row against several activation rows (all checked).
+#[inline]
+fn super_blocks_each(n: usize, x: &[u8], ys: &[&[u8]], x_bytes: usize) -> usize {
+    let mut nb = 0;
+    for y in ys {
+        nb = super_blocks(n, x, y, x_bytes);
+    }
+    nb
+}
+
 // --------------------------------------------------------------------------------------------
 // Constant tables (loaded as memory operands or hoisted into registers by the compiler).
 // --------------------------------------------------------------------------------------------
@@ -847,39 +857,7 @@ unsafe fn iq4xs_avx512(n: usize, x: &[u8], y: &[u8]) -> f32 {
 /// The CPU must support AVX-512 F, BW, VL, DQ, VNNI and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
 unsafe fn iq4xs_avx512vnni(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let nb = super_blocks(n, x, y, IQ4XS_BYTES);
-    let m4 = _mm512_set1_epi8(0x0f);
-    let values = _mm512_broadcast_i32x4(ld128(KVALUES_U8.as_ptr()));
-    let zero = _mm512_setzero_si512();
-    let mut acc = _mm512_setzero_ps();
-    for i in 0..nb {
-        let xb = x.as_ptr().add(i * IQ4XS_BYTES);
-        let yb = y.as_ptr().add(i * Q8K_BYTES);
-        let d = rd_f32(yb) * f16_at(xb);
-        let q8 = yb.add(Q8K_QS);
-        let ls = iq4xs_scales_i32(xb);
-        let scales = _mm512_zextsi256_si512(ls);
-        // Each scale in both i16 halves of its lane, against the two bsums of its sub-block.
-        let ls2 = _mm256_or_si256(_mm256_and_si256(ls, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32::<16>(ls));
-        let corr = _mm256_slli_epi32::<7>(_mm256_madd_epi16(ls2, ld256(yb.add(Q8K_BSUMS))));
-
-        let mut s0 = _mm512_setzero_si512();
-        let mut s1 = _mm512_setzero_si512();
-        for m in 0..4 {
-            let kv = _mm512_shuffle_epi8(values, iq4xs_idx_512(xb.add(8 + 32 * m), m4));
-            let p = _mm512_dpbusd_epi32(zero, kv, ld512(q8.add(64 * m)));
-            let s = _mm512_permutexvar_epi32(ld512(IDX2_512_D.0[m].as_ptr() as *const u8), scales);
-            let p = _mm512_mullo_epi32(p, s);
-            if m % 2 == 0 {
-                s0 = _mm512_add_epi32(s0, p);
-            } else {
-                s1 = _mm512_add_epi32(s1, p);
-            }
-        }
-        let sumi = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_zextsi256_si512(corr));
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
-    }
-    _mm512_reduce_add_ps(acc)
+    iq4xs_vnni_rows::<1>(n, x, [y])[0]
 }
 
 /// Defines the AVX-512BW and AVX-512 VNNI instantiations of a kernel body.
@@ -931,51 +909,15 @@ avx512_pair!("Q6_K", q6k_avx512, q6k_avx512vnni, q6k_512_body);
 /// The CPU must support AVX-512 F, BW, VL, DQ, VNNI and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
 unsafe fn q4k_avx512vnni(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    let nb = super_blocks(n, x, y, Q4K_BYTES);
-    let mlohi = _mm512_inserti64x4::<1>(_mm512_set1_epi8(0x0f), _mm256_set1_epi8(-16));
-    let zero = _mm512_setzero_si512();
-    // After the transpose, lane 4L + c holds 128-bit lane L of register c: sub-block 2c for
-    // L < 2 (its scale taken 16 times), 16 × sub-block 2c + 1 for L >= 2.
-    let sidx = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7);
-    let sshift = _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0);
-    let mut acc = _mm512_setzero_ps();
-    let mut accm = _mm256_setzero_ps();
-    for i in 0..nb {
-        let xb = x.as_ptr().add(i * Q4K_BYTES);
-        let yb = y.as_ptr().add(i * Q8K_BYTES);
-        let yd = rd_f32(yb);
-        let dd = f16x2(xb);
-        let d = yd * _mm_cvtss_f32(dd) * 0.0625; // exact: a power of two
-        let dmin = -yd * _mm_cvtss_f32(_mm_movehdup_ps(dd));
-        let q8 = yb.add(Q8K_QS);
-        let qs = xb.add(16);
-        let sm = k4_scales_mins(xb.add(4));
-        let sc = _mm512_zextsi256_si512(_mm256_cvtepu8_epi32(sm));
-        let scales = _mm512_sllv_epi32(_mm512_permutexvar_epi32(sidx, sc), sshift);
-        let mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
-        let summ = _mm256_madd_epi16(mins, ld256(yb.add(Q8K_BSUMS)));
-        let mut p = [zero; 4];
-        for (c, pc) in p.iter_mut().enumerate() {
-            let w = _mm512_and_si512(_mm512_broadcast_i64x4(ld256(qs.add(32 * c))), mlohi);
-            *pc = _mm512_dpbusd_epi32(zero, w, ld512(q8.add(64 * c)));
-        }
-        // Transpose-add: lane 4L + c = sum of the four i32 of 128-bit lane L of p[c].
-        let a01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
-        let a23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
-        let b = _mm512_add_epi32(_mm512_unpacklo_epi64(a01, a23), _mm512_unpackhi_epi64(a01, a23));
-        let sumi = _mm512_mullo_epi32(b, scales);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(summ), accm);
-    }
-    _mm512_reduce_add_ps(acc) + hsum256(accm)
+    q4k_vnni_rows::<1>(n, x, [y])[0]
 }
 
 // --------------------------------------------------------------------------------------------
 // Several tokens per weight row (prompt processing)
 // --------------------------------------------------------------------------------------------
 //
-// The kernels below are the one-token kernels chosen for Zen-class AVX-512 (`q6k_avx512` and
-// `q4k_avx512vnni`) with the weight-only work of each super-block (unpacking quants, scales
+// The kernels below are the one-token kernels chosen for Zen-class AVX-512 (`q6k_avx512`,
+// `q4k_avx512vnni`, `iq4xs_avx512vnni`; the last two are these with T = 1) with the weight-only work of each super-block (unpacking quants, scales
 // and mins) done once for `T` tokens. Every token goes through the one-token kernel's
 // operations in its order, so each result is that kernel's bit for bit
 // (`vec_dot_select4_matches_select_bits`).
@@ -983,10 +925,7 @@ unsafe fn q4k_avx512vnni(n: usize, x: &[u8], y: &[u8]) -> f32 {
 /// `q6k_avx512` for one weight row against `T` activation rows.
 #[inline(always)]
 unsafe fn q6k_bw_rows<const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f32; T] {
-    let mut nb = 0;
-    for y in ys {
-        nb = super_blocks(n, x, y, Q6K_BYTES);
-    }
+    let nb = super_blocks_each(n, x, &ys, Q6K_BYTES);
     let m15 = _mm512_set1_epi8(0x0f);
     let m48 = _mm512_set1_epi8(0x30);
     let mut acc = [_mm512_setzero_ps(); T];
@@ -1028,10 +967,7 @@ unsafe fn q6k_bw_rows<const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f3
 /// `q4k_avx512vnni` for one weight row against `T` activation rows.
 #[inline(always)]
 unsafe fn q4k_vnni_rows<const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f32; T] {
-    let mut nb = 0;
-    for y in ys {
-        nb = super_blocks(n, x, y, Q4K_BYTES);
-    }
+    let nb = super_blocks_each(n, x, &ys, Q4K_BYTES);
     let mlohi = _mm512_inserti64x4::<1>(_mm512_set1_epi8(0x0f), _mm256_set1_epi8(-16));
     let zero = _mm512_setzero_si512();
     let sidx = _mm512_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6, 1, 3, 5, 7, 1, 3, 5, 7);
@@ -1070,10 +1006,7 @@ unsafe fn q4k_vnni_rows<const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [
 /// `iq4xs_avx512vnni` for one weight row against `T` activation rows.
 #[inline(always)]
 unsafe fn iq4xs_vnni_rows<const T: usize>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f32; T] {
-    let mut nb = 0;
-    for y in ys {
-        nb = super_blocks(n, x, y, IQ4XS_BYTES);
-    }
+    let nb = super_blocks_each(n, x, &ys, IQ4XS_BYTES);
     let m4 = _mm512_set1_epi8(0x0f);
     let values = _mm512_broadcast_i32x4(ld128(KVALUES_U8.as_ptr()));
     let zero = _mm512_setzero_si512();
