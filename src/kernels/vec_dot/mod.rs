@@ -99,7 +99,7 @@ pub fn select4_prepared(ty: GgmlType, isa: Isa) -> Option<Prepared4> {
 pub fn select4(ty: GgmlType, isa: Isa) -> Option<VecDot4Fn> {
     match isa {
         // Only where `select` returns the AVX-512 kernel of this very format: the x4 table
-        // mirrors that table's choices (and is `None` for F16 / BF16 and the K-quants).
+        // mirrors that table's choices (and is `None` for F16 / BF16 and the K-quants without one).
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => match x86_legacy::avx512(ty) {
             Some(_) => x86_legacy::avx512_x4(ty),
@@ -270,7 +270,7 @@ pub(crate) mod tests {
         for isa in Isa::available() {
             for ty in GgmlType::ALL {
                 let four = select4(ty, isa);
-                let kquant = [T::Q4_K, T::Q6_K, T::IQ4_XS].contains(&ty) && select(ty, isa).is_some();
+                let kquant = [T::Q3_K, T::Q4_K, T::Q6_K, T::IQ4_XS].contains(&ty) && select(ty, isa).is_some();
                 let want_some = cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && (legacy.contains(&ty) || kquant);
                 assert_eq!(four.is_some(), want_some, "{ty} on {}", isa.name());
                 let Some(four) = four else { continue };

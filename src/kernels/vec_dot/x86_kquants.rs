@@ -380,46 +380,52 @@ macro_rules! q2k_256_body {
     }};
 }
 
-macro_rules! q3k_256_body {
-    ($n:ident, $x:ident, $y:ident, $dp:ident) => {{
-        let (n, x, y) = ($n, $x, $y);
-        let nb = super_blocks(n, x, y, Q3K_BYTES);
-        let m3 = _mm256_set1_epi8(3);
-        let m4 = _mm256_set1_epi8(4);
-        let mut acc = _mm256_setzero_ps();
-        for i in 0..nb {
-            let xb = x.as_ptr().add(i * Q3K_BYTES);
-            let yb = y.as_ptr().add(i * Q8K_BYTES);
-            let d = rd_f32(yb) * f16_at(xb.add(108));
-            let q8 = yb.add(Q8K_QS);
+/// The Q3_K 256-bit kernel for one weight row against `T` activation rows, with `vpdpwssd`
+/// (AVX-512VL + VNNI) as the scale step when `VNNI`, `madd` + `add` otherwise. The weight-only
+/// work (unpacking the 2 + 1 bit quants and the scales) is done once per super-block for all `T`
+/// tokens; each token goes through the one-token (`T = 1`) kernel's operations in its order.
+#[inline(always)]
+unsafe fn q3k_256_rows<const T: usize, const VNNI: bool>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f32; T] {
+    let nb = super_blocks_each(n, x, &ys, Q3K_BYTES);
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm256_set1_epi8(4);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for i in 0..nb {
+        let xb = x.as_ptr().add(i * Q3K_BYTES);
+        let yb = ys.map(|y| y.as_ptr().add(i * Q8K_BYTES));
+        let dx = f16_at(xb.add(108));
 
-            let scales = _mm256_cvtepi8_epi16(q3k_scales_i8(xb.add(94)));
-            // Quants are multiplied as q + 4 (0..8); take 4 * sum(scale * bsum) back off.
-            let corr = _mm256_slli_epi32::<2>(_mm256_madd_epi16(scales, ld256(yb.add(Q8K_BSUMS))));
-            let hbits = ld256(xb);
+        let scales = _mm256_cvtepi8_epi16(q3k_scales_i8(xb.add(94)));
+        let hbits = ld256(xb);
 
-            let mut sumi = _mm256_setzero_si256();
-            for j in 0..2 {
-                let sc_j = if j == 0 {
-                    _mm256_permute4x64_epi64::<0x44>(scales)
-                } else {
-                    _mm256_permute4x64_epi64::<0xee>(scales)
-                };
-                let bits = ld256(xb.add(32 + 32 * j));
-                for k in 0..4 {
-                    let lo = _mm256_and_si256(srl16_256(bits, 2 * k as u32), m3);
-                    let hi = _mm256_and_si256(move_bit256(hbits, (4 * j + k) as u32, 2), m4);
-                    let q = _mm256_or_si256(lo, hi);
-                    let p = _mm256_maddubs_epi16(q, ld256(q8.add(128 * j + 32 * k)));
-                    let s = _mm256_shuffle_epi8(sc_j, ld256(PICK2_256.0[k].as_ptr()));
-                    sumi = $dp(sumi, s, p);
+        let mut sumi = [_mm256_setzero_si256(); T];
+        for j in 0..2 {
+            let sc_j = if j == 0 {
+                _mm256_permute4x64_epi64::<0x44>(scales)
+            } else {
+                _mm256_permute4x64_epi64::<0xee>(scales)
+            };
+            let bits = ld256(xb.add(32 + 32 * j));
+            for k in 0..4 {
+                let lo = _mm256_and_si256(srl16_256(bits, 2 * k as u32), m3);
+                let hi = _mm256_and_si256(move_bit256(hbits, (4 * j + k) as u32, 2), m4);
+                let q = _mm256_or_si256(lo, hi);
+                let s = _mm256_shuffle_epi8(sc_j, ld256(PICK2_256.0[k].as_ptr()));
+                for t in 0..T {
+                    let p = _mm256_maddubs_epi16(q, ld256(yb[t].add(Q8K_QS + 128 * j + 32 * k)));
+                    sumi[t] = if VNNI { dp256_vnni(sumi[t], s, p) } else { dp256_avx2(sumi[t], s, p) };
                 }
             }
-            sumi = _mm256_sub_epi32(sumi, corr);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
         }
-        hsum256(acc)
-    }};
+        for t in 0..T {
+            let d = rd_f32(yb[t]) * dx;
+            // Quants are multiplied as q + 4 (0..8); take 4 * sum(scale * bsum) back off.
+            let corr = _mm256_slli_epi32::<2>(_mm256_madd_epi16(scales, ld256(yb[t].add(Q8K_BSUMS))));
+            let s = _mm256_sub_epi32(sumi[t], corr);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
+        }
+    }
+    acc.map(|a| hsum256(a))
 }
 
 /// The body of the Q4_K and Q5_K AVX2 kernels (`HIGH`: Q5_K's fifth bit).
@@ -590,7 +596,23 @@ macro_rules! avx2_pair {
 }
 
 avx2_pair!("Q2_K", q2k_avx2, q2k_vnni256, q2k_256_body);
-avx2_pair!("Q3_K", q3k_avx2, q3k_vnni256, q3k_256_body);
+/// Q3_K · Q8_K with AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3k_avx2(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    q3k_256_rows::<1, false>(n, x, [y])[0]
+}
+
+/// Q3_K · Q8_K with 256-bit registers and AVX-512VL + VNNI `vpdpwssd`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW, VL, DQ, VNNI and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
+unsafe fn q3k_vnni256(n: usize, x: &[u8], y: &[u8]) -> f32 {
+    q3k_256_rows::<1, true>(n, x, [y])[0]
+}
 avx2_pair!("Q4_K", q4k_avx2, q4k_vnni256, q45k_256_body, Q4K_BYTES, 16, false);
 avx2_pair!("Q5_K", q5k_avx2, q5k_vnni256, q45k_256_body, Q5K_BYTES, 48, true);
 avx2_pair!("Q6_K", q6k_avx2, q6k_vnni256, q6k_256_body);
@@ -1071,6 +1093,19 @@ unsafe fn q4k_avx512vnni_x4(n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
     q4k_vnni_rows::<4>(n, x, ys)
 }
 
+/// # Safety
+/// The CPU must support AVX-512 F, BW, VL, DQ, VNNI and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
+unsafe fn q3k_vnni256_x4(n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
+    q3k_256_rows::<4, true>(n, x, ys)
+}
+
+fn q3k_vnni256_x4_s(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]) {
+    // SAFETY: only handed out by `avx512_x4` where `avx512` hands out `q3k_vnni256`, whose
+    // features (checked there) are these.
+    *out = unsafe { q3k_vnni256_x4(n, x, ys) };
+}
+
 fn q6k_avx512_x4_s(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]) {
     // SAFETY: only handed out by `avx512_x4` where `avx512` hands out `q6k_avx512`, whose
     // features (checked there) are these.
@@ -1083,14 +1118,16 @@ fn q4k_avx512vnni_x4_s(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]) {
 }
 
 /// The four-token kernel matching what [`avx512`] hands out for `ty`, where this file has one
-/// (Q6_K, Q4_K and IQ4_XS); callers have checked AVX-512 F, BW, VL, DQ as for [`avx512`].
+/// (Q6_K, Q4_K, IQ4_XS and Q3_K); callers have checked AVX-512 F, BW, VL, DQ as for [`avx512`].
 pub(super) fn avx512_x4(ty: GgmlType) -> Option<super::VecDot4Fn> {
     // Only where `avx512` picks the one-token kernel these reproduce (its table: the BW kernel
-    // for Q6_K, the VNNI kernels for Q4_K and IQ4_XS when the CPU has VNNI).
+    // for Q6_K, the VNNI kernels for Q4_K and IQ4_XS and the 256-bit VNNI kernel for Q3_K when the
+    // CPU has VNNI).
     match ty {
         GgmlType::Q6_K if variant(ty, Variant::Avx512Bw).is_some() => Some(q6k_avx512_x4_s),
         GgmlType::Q4_K if variant(ty, Variant::Avx512Vnni).is_some() => Some(q4k_avx512vnni_x4_s),
         GgmlType::IQ4_XS if variant(ty, Variant::Avx512Vnni).is_some() => Some(iq4xs_avx512vnni_x4_s),
+        GgmlType::Q3_K if variant(ty, Variant::Vnni256).is_some() => Some(q3k_vnni256_x4_s),
         _ => None,
     }
 }

@@ -1040,6 +1040,14 @@ mod avx512 {
         _mm_cvtph_ps(_mm_insert_epi32::<1>(_mm_cvtsi32_si128(rd32(a)), rd32(b)))
     }
 
+    /// Lanes 0 and 2 of a [`scales_pair`] (the two blocks' `d`) spread over their blocks'
+    /// lanes: lane 0 into lanes 0..8, lane 2 into lanes 8..16.
+    #[inline(always)]
+    unsafe fn spread_ab(d: __m128) -> __m512 {
+        let spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d))
+    }
+
     /// One pair of weight blocks, unpacked once ([`Pair::unpack`]) and then dotted with the
     /// matching pair of activation blocks of each token ([`Pair::sums`]).
     trait Pair: Format {
@@ -1139,13 +1147,11 @@ mod avx512 {
     ) {
         let w = F::unpack::<P>(t, xa, xb);
         let dx = scales_pair(xa, xb);
-        // Lane 0 of the scale products to lanes 0..8, lane 2 to lanes 8..16.
-        let spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
         for k in 0..T {
             let (ya, yb) = ys[k];
             let q = F::sums::<P>(w, ya, yb);
             let d = _mm_mul_ps(dx, scales_pair(ya, yb));
-            let dv = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
+            let dv = spread_ab(d);
             acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), dv, acc[k]);
             if F::MS {
                 acc_m[k] = _mm_add_ps(acc_m[k], d);
@@ -1205,14 +1211,17 @@ mod avx512 {
     }
 
     /// Bytes per pair of activation blocks in the prepared layout of [`prepare`].
-    pub(in super::super) const PREP_PAIR: usize = 80;
+    pub(in super::super) const PREP_PAIR: usize = 144;
 
     /// Rearranges one activation row (blocks of `F::YB` bytes, quants last) for
     /// [`run_prepared`]: per pair of blocks, the 64 quants (XOR 0x80 unless `F::RAW_ACT`), then
-    /// the 4 floats `scales_pair` makes of the pair's first bytes. An odd last block is paired
-    /// with [`ZERO_BLOCK`], as the block loop pairs it. The kernel then loads each pair with one
-    /// 64-byte load and one 16-byte load, instead of two loads, an insert, an XOR and an f16
-    /// conversion per token and pair; the values are the same, so are the results.
+    /// the two block scales spread over the lanes of their blocks (16 floats: block A's `d` in
+    /// lanes 0..8, block B's in 8..16), then the 4 floats `scales_pair` makes of the pair's
+    /// first bytes (for the min terms of Q4_1 and Q5_1). An odd last block is paired with
+    /// [`ZERO_BLOCK`], as the block loop pairs it. Per token and pair the kernel then makes
+    /// one 64-byte load and one 512-bit multiply, instead of two loads, an insert, an XOR, an
+    /// f16 conversion, a multiply and a lane permutation; each lane's product is the same, so
+    /// are the results.
     #[inline(always)]
     unsafe fn prepare<F: Pair>(n: usize, y: &[u8], out: &mut [u8]) {
         let nb = n / QK;
@@ -1230,8 +1239,10 @@ mod avx512 {
             let ya = yp.add(2 * p * F::YB);
             let yb = if 2 * p + 1 < nb { ya.add(F::YB) } else { ZERO_BLOCK.as_ptr() };
             let q = _mm512_xor_si512(load_pair(ya.add(q_off), yb.add(q_off)), bias);
+            let d = scales_pair(ya, yb);
             _mm512_storeu_si512(op.add(p * PREP_PAIR) as *mut __m512i, q);
-            _mm_storeu_ps(op.add(p * PREP_PAIR + 64) as *mut f32, scales_pair(ya, yb));
+            _mm512_storeu_ps(op.add(p * PREP_PAIR + 64) as *mut f32, spread_ab(d));
+            _mm_storeu_ps(op.add(p * PREP_PAIR + 128) as *mut f32, d);
         }
     }
 
@@ -1246,7 +1257,7 @@ mod avx512 {
     ) {
         let w = F::unpack::<Vnni<true>>(t, xa, xb);
         let dx = scales_pair(xa, xb);
-        let spread = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+        let dxv = spread_ab(dx);
         for k in 0..T {
             let y = _mm512_loadu_si512(ys[k] as *const __m512i);
             // The integers `F::sums::<Vnni<true>>` computes, from the same bytes pre-biased.
@@ -1255,11 +1266,11 @@ mod avx512 {
             } else {
                 _mm512_dpbusd_epi32(w.c, y, w.w)
             };
-            let d = _mm_mul_ps(dx, _mm_loadu_ps(ys[k].add(64) as *const f32));
-            let dv = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
+            // Lane by lane the products `step` spreads after multiplying: the same bits.
+            let dv = _mm512_mul_ps(dxv, _mm512_loadu_ps(ys[k].add(64) as *const f32));
             acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), dv, acc[k]);
             if F::MS {
-                acc_m[k] = _mm_add_ps(acc_m[k], d);
+                acc_m[k] = _mm_add_ps(acc_m[k], _mm_mul_ps(dx, _mm_loadu_ps(ys[k].add(128) as *const f32)));
             }
         }
     }
