@@ -659,9 +659,10 @@ mod avx2 {
         }
     }
 
-    /// [`f16_rows`] for four tokens with AVX-512 registers, two weight rows at a time so that
-    /// each activation vector loaded serves both (the four activation rows of a 1536-wide
-    /// product do not stay in L1, and streaming them once per row was the bound).
+    /// [`f16_rows`] for four tokens with AVX-512 registers, `R` weight rows at a time so that
+    /// each activation vector loaded serves all `R` (the four activation rows of a 1536-wide
+    /// product do not stay in L1, and streaming them once per row was the bound). `R = 3`
+    /// fills the 32 registers: 24 accumulators, 6 converted weight vectors, 2 activations.
     ///
     /// The lanes are `f16_f16`'s: one 512-bit accumulator holds two of its 256-bit ones
     /// (`A = [a0 | a1]`, `B = [a2 | a3]`), each lane taking the same products in the same
@@ -669,7 +670,7 @@ mod avx2 {
     /// half (`a1`), masked so the other half is untouched; the result is
     /// `hsum((a0 + a1) + (a2 + a3))` as there. Same bits.
     #[inline(always)]
-    pub(super) unsafe fn f16_rows_x4_zmm(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]) {
+    pub(super) unsafe fn f16_rows_x4_zmm<const R: usize>(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]) {
         assert!(x.len() == out.len() * 2 * n, "F16 (prepared): {} rows of n = {n} in {} bytes", out.len(), x.len());
         for y in ys {
             assert!(y.len() == 4 * n, "F16 (prepared): n = {n} with a {}-byte activation row", y.len());
@@ -679,28 +680,28 @@ mod avx2 {
         let rows = out.len();
         let mut r = 0;
         while r < rows {
-            // Two rows, or the last one twice (its second copy's results are dropped).
-            let r2 = if r + 1 < rows { r + 1 } else { r };
-            let xp = [x.as_ptr().add(r * 2 * n), x.as_ptr().add(r2 * 2 * n)];
-            let mut acc = [[[_mm512_setzero_ps(); 2]; 4]; 2];
+            // `R` rows, the last one repeated past the end (the copies' results are dropped).
+            let rr: [usize; R] = std::array::from_fn(|j| (r + j).min(rows - 1));
+            let xp = rr.map(|row| x.as_ptr().add(row * 2 * n));
+            let mut acc = [[[_mm512_setzero_ps(); 2]; 4]; R];
             let mut i = 0;
             while i + 32 <= n {
                 let w = xp.map(|p| [cvt16(p.add(2 * i)), cvt16(p.add(2 * i + 32))]);
                 for k in 0..4 {
                     let y0 = _mm512_loadu_ps(yp[k].add(i));
                     let y1 = _mm512_loadu_ps(yp[k].add(i + 16));
-                    for j in 0..2 {
+                    for j in 0..R {
                         acc[j][k][0] = _mm512_fmadd_ps(w[j][0], y0, acc[j][k][0]);
                         acc[j][k][1] = _mm512_fmadd_ps(w[j][1], y1, acc[j][k][1]);
                     }
                 }
                 i += 32;
             }
-            let tail = |i: usize, len: usize, mask: __mmask16, acc: &mut [[[__m512; 2]; 4]; 2]| {
+            let tail = |i: usize, len: usize, mask: __mmask16, acc: &mut [[[__m512; 2]; 4]; R]| {
                 // `len` halves at `i`, zero-padded to 8, in the lanes of `mask`.
-                let mut bx = [[0u8; 16]; 2];
+                let mut bx = [[0u8; 16]; R];
                 let mut by = [[0f32; 8]; 4];
-                for (b, row) in bx.iter_mut().zip([r, r2]) {
+                for (b, row) in bx.iter_mut().zip(rr) {
                     b[..2 * len].copy_from_slice(&x[row * 2 * n + 2 * i..row * 2 * n + 2 * (i + len)]);
                 }
                 for k in 0..4 {
@@ -712,7 +713,7 @@ mod avx2 {
                 for k in 0..4 {
                     let y = _mm512_castps256_ps512(_mm256_loadu_ps(by[k].as_ptr()));
                     let y = _mm512_shuffle_f32x4::<0b01_00_01_00>(y, y);
-                    for j in 0..2 {
+                    for j in 0..R {
                         acc[j][k][0] = _mm512_mask3_fmadd_ps(w[j], y, acc[j][k][0], mask);
                     }
                 }
@@ -724,15 +725,15 @@ mod avx2 {
             if i < n {
                 tail(i, n - i, 0xFF00, &mut acc);
             }
-            for (j, row) in [r, r2].into_iter().enumerate().take(r2 - r + 1) {
+            for j in 0..R.min(rows - r) {
                 for k in 0..4 {
                     let [a, b] = acc[j][k];
                     let s01 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps::<1>(a));
                     let s23 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps::<1>(b));
-                    out[row][k] = hsum(_mm256_add_ps(s01, s23));
+                    out[r + j][k] = hsum(_mm256_add_ps(s01, s23));
                 }
             }
-            r = r2 + 1;
+            r += R;
         }
     }
 
@@ -769,13 +770,16 @@ mod avx2 {
         f16_rows::<4>(n, x, ys, out)
     }
 
-    /// The two-row AVX-512 four-token F16 kernel.
+    /// Weight rows per pass of [`f16_rows_x4_zmm`].
+    const F16_ZMM_ROWS: usize = 3;
+
+    /// The multi-row AVX-512 four-token F16 kernel.
     ///
     /// # Safety
     /// The CPU must support AVX-512 F/VL/DQ, AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512dq")]
     pub(in super::super) unsafe fn f16_x4p_zmm(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]) {
-        f16_rows_x4_zmm(n, x, ys, out)
+        f16_rows_x4_zmm::<F16_ZMM_ROWS>(n, x, ys, out)
     }
 
     /// `(even, odd)` elements of 16 bf16 as f32: each 32-bit lane holds two bf16, `lane << 16`
