@@ -264,6 +264,8 @@ pub fn activation_quantizer_with(isa: Isa, vdt: GgmlType) -> formats::QuantizeRo
         (GgmlType::Q8_0, Isa::Avx512) => x86_act::q8_0_avx512,
         #[cfg(target_arch = "x86_64")]
         (GgmlType::Q8_1, Isa::Avx512) => x86_act::q8_1_avx512,
+        #[cfg(target_arch = "x86_64")]
+        (GgmlType::Q8_K, Isa::Avx512) => x86_act::q8_k_avx512,
         (GgmlType::Q8_0, _) => quantize_row_q8_0_runtime,
         (GgmlType::Q8_1, _) => quantize_row_q8_1_runtime,
         (other, _) => formats::traits(other).quantize.expect("every vec_dot_type quantizes"),
@@ -291,6 +293,73 @@ mod x86_act {
     pub(super) fn q8_1_avx512(src: &[f32], dst: &mut [u8]) {
         // SAFETY: as above.
         unsafe { rows::<true>(src, dst) }
+    }
+
+    pub(super) fn q8_k_avx512(src: &[f32], dst: &mut [u8]) {
+        // SAFETY: as above.
+        unsafe { rows_q8_k(src, dst) }
+    }
+
+    /// `quantize_block_q8_k` per 256 values, with the same bytes: the largest magnitude is a
+    /// lane-wise max (exact), and `max` is the first value of that magnitude, as the scalar
+    /// loop's strict `>` keeps; `iscale = -127 / max` and `d = 1 / iscale` are the scalar
+    /// code's; each quant is `nearest_int(iscale * x)` (one product, then the 1.5 · 2^23 add
+    /// whose mantissa bits are the integer, as there) capped at 127; the block sums are exact.
+    /// A block holding a NaN or an infinity goes through the scalar code.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    unsafe fn rows_q8_k(src: &[f32], dst: &mut [u8]) {
+        use crate::formats::k_quants::{quantize_block_q8_k, BlockQ8K};
+        use crate::formats::Block;
+        use crate::gguf::QK_K;
+        let bytes = BlockQ8K::BYTES;
+        assert!(
+            src.len().is_multiple_of(QK_K) && dst.len() == src.len() / QK_K * bytes,
+            "Q8_K activation row: {} values into {} bytes",
+            src.len(),
+            dst.len()
+        );
+        for (x, out) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(bytes)) {
+            let v: [__m512; 16] = std::array::from_fn(|j| _mm512_loadu_ps(x.as_ptr().add(16 * j)));
+            let mut m = _mm512_abs_ps(v[0]);
+            let mut bad = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v[0], v[0]);
+            for vj in &v[1..] {
+                m = _mm512_max_ps(m, _mm512_abs_ps(*vj));
+                bad |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(*vj, *vj);
+            }
+            let amax = _mm512_reduce_max_ps(m);
+            if bad != 0 || !amax.is_finite() || amax == 0.0 {
+                quantize_block_q8_k(x.try_into().expect("256 values")).write(out);
+                continue;
+            }
+            let target = _mm512_set1_ps(amax);
+            let first = v
+                .iter()
+                .enumerate()
+                .find_map(|(j, vj)| {
+                    let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(*vj), target);
+                    (hit != 0).then(|| 16 * j + hit.trailing_zeros() as usize)
+                })
+                .expect("the largest magnitude is one of the values");
+            let iscale = -127.0 / x[first];
+            let sc = _mm512_set1_ps(iscale);
+            let magic = _mm512_set1_ps(12_582_912.0);
+            let mant = _mm512_set1_epi32(0x007f_ffff);
+            let bias = _mm512_set1_epi32(0x0040_0000);
+            let cap = _mm512_set1_epi32(127);
+            out[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+            let q = out[4..].as_mut_ptr();
+            let mut sums = [0i16; 16];
+            for (j, vj) in v.iter().enumerate() {
+                let t = _mm512_add_ps(_mm512_mul_ps(*vj, sc), magic);
+                let n = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(t), mant), bias);
+                let n = _mm512_min_epi32(n, cap);
+                _mm_storeu_si128(q.add(16 * j) as *mut __m128i, _mm512_cvtepi32_epi8(n));
+                sums[j] = _mm512_reduce_add_epi32(n) as i16;
+            }
+            for (o, s) in out[4 + QK_K..].chunks_exact_mut(2).zip(sums) {
+                o.copy_from_slice(&s.to_le_bytes());
+            }
+        }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
@@ -532,7 +601,12 @@ mod tests {
         }
         x[256..288]
             .copy_from_slice(&std::array::from_fn::<f32, 32, _>(|i| if i == 3 { 127.0 } else { i as f32 + 0.5 }));
-        for vdt in [GgmlType::Q8_0, GgmlType::Q8_1] {
+        // Q8_K (256-blocks): the largest magnitude twice with opposite signs, in both orders
+        // (the first one's sign sets the scale's), and an all-zero block.
+        (x[600], x[700]) = (-50.0, 50.0);
+        (x[800], x[900]) = (3.0, -3.0);
+        x[1024..1280].fill(0.0);
+        for vdt in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
             let bytes = vdt.row_bytes(x.len() as u64).unwrap() as usize;
             let mut want = vec![0u8; bytes];
             activation_quantizer_with(Isa::Scalar, vdt)(&x, &mut want);
