@@ -108,7 +108,10 @@ pub fn matmul_with(
             let pb = &xp[t0 * p_row..(t0 + nt) * p_row];
             for r0 in (0..rows).step_by(row_block) {
                 let r1 = (r0 + row_block).min(rows);
-                k.products(&w[r0 * w_row..r1 * w_row], xb, pb, |t, r, v| yb[t * rows + r0 + r] = v);
+                // A `move` closure: `rows` and `r0` are then values, not references that the
+                // compiler reloaded after every store into `yb` (5% of a Q4_0 pp512).
+                let yb = &mut *yb;
+                k.products(&w[r0 * w_row..r1 * w_row], xb, pb, move |t, r, v| yb[t * rows + r0 + r] = v);
             }
         });
     } else if n_tokens == 1 {
@@ -200,9 +203,10 @@ impl Kernels {
                 if let Some(dot8) = p.dot8 {
                     while t + 8 <= nt {
                         dot8(self.cols, wr, std::array::from_fn(|j| p_at(t + j)), &mut v8[..nr]);
-                        for (r, vr) in v8[..nr].iter().enumerate() {
-                            for (j, &vj) in vr.iter().enumerate() {
-                                out(t + j, r0 + r, vj);
+                        // Token by token, so that consecutive outputs are neighbours in `y`.
+                        for j in 0..8 {
+                            for (r, vr) in v8[..nr].iter().enumerate() {
+                                out(t + j, r0 + r, vr[j]);
                             }
                         }
                         t += 8;
@@ -210,9 +214,9 @@ impl Kernels {
                 }
                 while t + 4 <= nt {
                     (p.dot4)(self.cols, wr, [p_at(t), p_at(t + 1), p_at(t + 2), p_at(t + 3)], &mut v[..nr]);
-                    for (r, vr) in v[..nr].iter().enumerate() {
-                        for (j, &vj) in vr.iter().enumerate() {
-                            out(t + j, r0 + r, vj);
+                    for j in 0..4 {
+                        for (r, vr) in v[..nr].iter().enumerate() {
+                            out(t + j, r0 + r, vr[j]);
                         }
                     }
                     t += 4;
