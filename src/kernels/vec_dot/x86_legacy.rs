@@ -166,7 +166,11 @@ pub(super) fn avx512_x4_prepared(ty: GgmlType) -> Option<super::Prepared4> {
         dot8: Some(dot8),
         dot4,
         dot1,
-        row_bytes: |n| (n / QK).div_ceil(2) * avx512::PREP_PAIR,
+        row_bytes: if avx512::spread_scales(ty) {
+            |n| (n / QK).div_ceil(2) * avx512::PREP_PAIR_SPREAD
+        } else {
+            |n| (n / QK).div_ceil(2) * avx512::PREP_PAIR
+        },
     })
 }
 
@@ -1065,6 +1069,24 @@ mod avx512 {
         /// `dpbusd(0, q, y)`), so prepared activations keep their raw bytes; the others take
         /// `Vnni<true>`'s `dpbusd(c, y ^ 0x80, w)`, so prepared activations carry the bias.
         const RAW_ACT: bool = false;
+        /// Whether prepared activation pairs also carry their scales spread over the lanes
+        /// (see [`prepare`]): worth it where unpacking the weights is most of a pair's work
+        /// (Q4_0, Q5_0, IQ4_NL); for Q8_0 and the Q4_1 / Q5_1 min formats the larger rows
+        /// cost more in loads than the permutation they save.
+        const SPREAD: bool = true;
+    }
+
+    /// [`Pair::SPREAD`] by type, for the row sizes.
+    pub(super) fn spread_scales(ty: GgmlType) -> bool {
+        match ty {
+            GgmlType::Q4_0 => <Q4_0 as Pair>::SPREAD,
+            GgmlType::Q4_1 => <Q4_1 as Pair>::SPREAD,
+            GgmlType::Q5_0 => <Q5_0 as Pair>::SPREAD,
+            GgmlType::Q5_1 => <Q5_1 as Pair>::SPREAD,
+            GgmlType::Q8_0 => <Q8_0 as Pair>::SPREAD,
+            GgmlType::IQ4_NL => <IQ4NL as Pair>::SPREAD,
+            _ => false,
+        }
     }
 
     impl Pair for Q4_0 {
@@ -1079,6 +1101,7 @@ mod avx512 {
     }
 
     impl Pair for Q4_1 {
+        const SPREAD: bool = false;
         const RAW_ACT: bool = true;
         #[inline(always)]
         unsafe fn unpack<P: Products>(_: __m512i, xa: *const u8, xb: *const u8) -> Prepared {
@@ -1104,6 +1127,7 @@ mod avx512 {
     }
 
     impl Pair for Q5_1 {
+        const SPREAD: bool = false;
         const RAW_ACT: bool = true;
         #[inline(always)]
         unsafe fn unpack<P: Products>(_: __m512i, xa: *const u8, xb: *const u8) -> Prepared {
@@ -1117,6 +1141,7 @@ mod avx512 {
     }
 
     impl Pair for Q8_0 {
+        const SPREAD: bool = false;
         #[inline(always)]
         unsafe fn unpack<P: Products>(_: __m512i, xa: *const u8, xb: *const u8) -> Prepared {
             P::signed_weights(load_pair(xa.add(2), xb.add(2)))
@@ -1214,23 +1239,34 @@ mod avx512 {
         finish::<F, T>(acc0, acc1, acc_m)
     }
 
-    /// Bytes per pair of activation blocks in the prepared layout of [`prepare`].
-    pub(in super::super) const PREP_PAIR: usize = 144;
+    /// Bytes per pair of activation blocks in the prepared layout of [`prepare`], without and
+    /// with the spread scales ([`Pair::SPREAD`]).
+    pub(in super::super) const PREP_PAIR: usize = 80;
+    pub(in super::super) const PREP_PAIR_SPREAD: usize = 144;
+
+    /// [`PREP_PAIR`] or [`PREP_PAIR_SPREAD`] for `F`.
+    const fn prep_pair<F: Pair>() -> usize {
+        if F::SPREAD {
+            PREP_PAIR_SPREAD
+        } else {
+            PREP_PAIR
+        }
+    }
 
     /// Rearranges one activation row (blocks of `F::YB` bytes, quants last) for
-    /// [`run_prepared`]: per pair of blocks, the 64 quants (XOR 0x80 unless `F::RAW_ACT`), then
-    /// the two block scales spread over the lanes of their blocks (16 floats: block A's `d` in
-    /// lanes 0..8, block B's in 8..16), then the 4 floats `scales_pair` makes of the pair's
-    /// first bytes (for the min terms of Q4_1 and Q5_1). An odd last block is paired with
-    /// [`ZERO_BLOCK`], as the block loop pairs it. Per token and pair the kernel then makes
-    /// one 64-byte load and one 512-bit multiply, instead of two loads, an insert, an XOR, an
-    /// f16 conversion, a multiply and a lane permutation; each lane's product is the same, so
-    /// are the results.
+    /// [`run_prepared`]: per pair of blocks, the 64 quants (XOR 0x80 unless `F::RAW_ACT`), the
+    /// 4 floats `scales_pair` makes of the pair's first bytes, and where `F::SPREAD` the two
+    /// block scales spread over the lanes of their blocks (16 floats: block A's `d` in lanes
+    /// 0..8, block B's in 8..16). An odd last block is paired with [`ZERO_BLOCK`], as the block
+    /// loop pairs it. Per token and pair the kernel then makes one 64-byte load instead of two
+    /// loads, an insert, an XOR and an f16 conversion, and with the spread scales one 512-bit
+    /// multiply instead of a multiply and a lane permutation; each lane's product is the same,
+    /// so are the results.
     #[inline(always)]
     unsafe fn prepare<F: Pair>(n: usize, y: &[u8], out: &mut [u8]) {
         let nb = n / QK;
         assert!(
-            n.is_multiple_of(QK) && y.len() == nb * F::YB && out.len() == nb.div_ceil(2) * PREP_PAIR,
+            n.is_multiple_of(QK) && y.len() == nb * F::YB && out.len() == nb.div_ceil(2) * prep_pair::<F>(),
             "prepare {}: n = {n} with {} and {} bytes",
             F::NAME,
             y.len(),
@@ -1244,9 +1280,12 @@ mod avx512 {
             let yb = if 2 * p + 1 < nb { ya.add(F::YB) } else { ZERO_BLOCK.as_ptr() };
             let q = _mm512_xor_si512(load_pair(ya.add(q_off), yb.add(q_off)), bias);
             let d = scales_pair(ya, yb);
-            _mm512_storeu_si512(op.add(p * PREP_PAIR) as *mut __m512i, q);
-            _mm512_storeu_ps(op.add(p * PREP_PAIR + 64) as *mut f32, spread_ab(d));
-            _mm_storeu_ps(op.add(p * PREP_PAIR + 128) as *mut f32, d);
+            let o = op.add(p * prep_pair::<F>());
+            _mm512_storeu_si512(o as *mut __m512i, q);
+            _mm_storeu_ps(o.add(64) as *mut f32, d);
+            if F::SPREAD {
+                _mm512_storeu_ps(o.add(80) as *mut f32, spread_ab(d));
+            }
         }
     }
 
@@ -1270,11 +1309,15 @@ mod avx512 {
             } else {
                 _mm512_dpbusd_epi32(w.c, y, w.w)
             };
-            // Lane by lane the products `step` spreads after multiplying: the same bits.
-            let dv = _mm512_mul_ps(dxv, _mm512_loadu_ps(ys[k].add(64) as *const f32));
+            let dv = if F::SPREAD {
+                // Lane by lane the products `step` spreads after multiplying: the same bits.
+                _mm512_mul_ps(dxv, _mm512_loadu_ps(ys[k].add(80) as *const f32))
+            } else {
+                spread_ab(_mm_mul_ps(dx, _mm_loadu_ps(ys[k].add(64) as *const f32)))
+            };
             acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), dv, acc[k]);
             if F::MS {
-                acc_m[k] = _mm_add_ps(acc_m[k], _mm_mul_ps(dx, _mm_loadu_ps(ys[k].add(128) as *const f32)));
+                acc_m[k] = _mm_add_ps(acc_m[k], _mm_mul_ps(dx, _mm_loadu_ps(ys[k].add(64) as *const f32)));
             }
         }
     }
@@ -1291,7 +1334,7 @@ mod avx512 {
         let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); T], [_mm512_setzero_ps(); T]);
         let mut acc_m = [_mm_setzero_ps(); T];
         let wx = |i: usize| (xp.add(i * F::XB), xp.add((i + 1) * F::XB));
-        let wy = |i: usize| yp.map(|p| p.add(i / 2 * PREP_PAIR));
+        let wy = |i: usize| yp.map(|p| p.add(i / 2 * prep_pair::<F>()));
         let mut i = 0;
         while i + 4 <= nb {
             step_prepared::<F, T>(&mut acc0, &mut acc_m, t, wx(i), wy(i));
@@ -1325,7 +1368,7 @@ mod avx512 {
         );
         for y in ys {
             assert!(
-                y.len() == nb.div_ceil(2) * PREP_PAIR,
+                y.len() == nb.div_ceil(2) * prep_pair::<F>(),
                 "vec_dot {} (prepared): n = {n} with a {}-byte activation row",
                 F::NAME,
                 y.len()
