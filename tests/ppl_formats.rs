@@ -16,14 +16,14 @@ use evalq::quant::quantize::quantize_checkpoint;
 /// tiles and attention through the batched flash-attention kernel; at `-ub 1` through the
 /// one-token kernels. Only last bits differ per product, but the activations are re-quantized
 /// to 8 bits at every product, so the 20-chunk PPL moves: by +0.56% on Q5_K_M, more than the
-/// target. `scripts/llama-ppl-batch1` measures the `-ub 1` figure (reports/
+/// target. `scripts/llama-ppl-batch1` measures the `-ub 1` figure (tests/data/
 /// llama-cpp-ppl-batch1.json) for the types it was run on. A type passes when evalq is within
 /// 0.3% of either llama.cpp figure; where only the reference exists, of that one.
 const TARGET: f64 = 3e-3;
 
 /// llama-perplexity's `-ub 1` figures, by file type, where measured.
 fn batch1_figures() -> serde_json::Map<String, serde_json::Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/reports/llama-cpp-ppl-batch1.json");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/llama-cpp-ppl-batch1.json");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
     v.as_object().unwrap().clone()
