@@ -130,9 +130,9 @@ pub fn perplexity(
             batch[0] = p.bos_id.ok_or_else(|| Error::Invalid("the vocabulary adds BOS but has no BOS id".into()))?;
         }
         forward(w, &mut state, &batch, first);
-        // One log-softmax over the vocabulary per scored token (a twentieth of a chunk's time
-        // on one thread): computed in parallel, each row on its own, then summed in order, so
-        // the result does not depend on the thread count.
+        // One log-softmax over the 49152-word vocabulary per scored token, computed in
+        // parallel, each row on its own, then summed in order, so the result does not depend
+        // on the thread count.
         let logits = &state.logits;
         let nlls: Vec<f64> = (first..n_ctx - 1)
             .into_par_iter()
