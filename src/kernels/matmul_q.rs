@@ -11,6 +11,7 @@
 use rayon::prelude::*;
 
 use super::isa::{self, Isa};
+use super::packed;
 use super::vec_dot::{self, Prepared4, VecDot4Fn};
 use crate::formats::{self, VecDotFn};
 use crate::gguf::GgmlType;
@@ -146,6 +147,122 @@ pub fn matmul_with(
             for t in 0..n_tokens {
                 y[t * rows + r[0]..t * rows + r[1]].copy_from_slice(&part[t * width..(t + 1) * width]);
             }
+        }
+    }
+}
+
+/// `y (n_tokens, rows) = x (n_tokens, cols) · Wᵀ` for weights packed by [`packed::pack`]
+/// (a 32-block format, `rows` a multiple of 16) on `isa`, which must have packed kernels
+/// ([`packed::packable`]). Every output is the format's scalar `vec_dot` bit for bit, so
+/// neither the grouping of tokens nor the thread count changes a result.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_packed(
+    isa: Isa,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+    n_tokens: usize,
+    scratch: &mut Vec<u8>,
+) {
+    assert!(packed::packable(ty, rows, isa), "{ty} with {rows} rows has no packed kernel on {}", isa.name());
+    let act = packed::activation_type(ty);
+    let quantize_act = activation_quantizer_with(isa, act);
+    let ks = PackedKernels { k1: packed::kernel(ty, isa, 1).expect("packable"), k4: packed::kernel(ty, isa, 4) };
+    let nb = cols / 32;
+    let x_row = act.row_bytes(cols as u64).expect("activation rows are whole blocks") as usize;
+    let p_row = packed::prepared_row_bytes(cols);
+    let ng = rows / packed::ROWS;
+    assert_eq!(w.len(), ng * nb * packed::ROWS * (ty.block_bytes()), "packed weights have the wrong length");
+    assert_eq!(x.len(), n_tokens * cols, "x has the wrong length");
+    assert_eq!(y.len(), n_tokens * rows, "y has the wrong length");
+    let group_bytes = w.len() / ng;
+    let prompt = n_tokens >= TOKEN_BLOCK / 2;
+
+    scratch.resize(n_tokens * (x_row + p_row), 0);
+    let (xq, xp) = scratch.split_at_mut(n_tokens * x_row);
+    let prep = |(o, (q, xr)): (&mut [u8], (&mut [u8], &[f32]))| {
+        quantize_act(xr, q);
+        packed::prepare(ty, cols, q, o);
+    };
+    if prompt {
+        xp.par_chunks_mut(p_row).zip(xq.par_chunks_mut(x_row).zip(x.par_chunks(cols))).for_each(prep);
+    } else {
+        xp.chunks_mut(p_row).zip(xq.chunks_mut(x_row).zip(x.chunks(cols))).for_each(prep);
+    }
+    let xp = &*xp;
+
+    if prompt {
+        // Split the tokens across threads; each task streams all weight groups, a few at a
+        // time against every 8 of its tokens, so those groups stay in L1.
+        let gblock = (WEIGHT_BLOCK_BYTES / group_bytes).max(1);
+        y.par_chunks_mut(TOKEN_BLOCK * rows).enumerate().for_each(|(b, yb)| {
+            let t0 = b * TOKEN_BLOCK;
+            let nt = yb.len() / rows;
+            let pb = &xp[t0 * p_row..(t0 + nt) * p_row];
+            for g0 in (0..ng).step_by(gblock) {
+                let g1 = (g0 + gblock).min(ng);
+                // SAFETY: `w` holds `ng` groups and `pb` `nt` prepared rows; the outputs of
+                // groups g0..g1 for the `nt` tokens lie inside `yb`, which this task owns.
+                unsafe {
+                    ks.run(nb, g1 - g0, w[g0 * group_bytes..].as_ptr(), pb.as_ptr(), p_row, nt, yb.as_mut_ptr().add(g0 * packed::ROWS), rows)
+                };
+            }
+        });
+    } else {
+        // Generation: split the rows (whole groups) across threads; each task writes its own
+        // rows of every token.
+        let bounds = row_split(rows, rayon::current_num_threads());
+        let yp = SendPtr(y.as_mut_ptr());
+        bounds.par_windows(2).for_each(|r| {
+            let (g0, g1) = (r[0] / packed::ROWS, r[1] / packed::ROWS);
+            // SAFETY: the bounds are multiples of 16 (GEN_ALIGN) ending at `rows`, so tasks
+            // own disjoint whole groups; every output they write, `t * rows + r` for their
+            // rows `r`, lies inside `y`, which outlives the parallel loop.
+            unsafe {
+                ks.run(nb, g1 - g0, w[g0 * group_bytes..].as_ptr(), xp.as_ptr(), p_row, n_tokens, yp.get().add(r[0]), rows)
+            };
+        });
+    }
+}
+
+/// A pointer to outputs that parallel tasks write at disjoint positions.
+struct SendPtr(*mut f32);
+// SAFETY: only used where each task writes positions no other task touches (see the callers).
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The packed kernels of one matrix, by tokens per call.
+struct PackedKernels {
+    k1: packed::KernelFn,
+    k4: Option<packed::KernelFn>,
+}
+
+impl PackedKernels {
+    /// `nt` tokens against `ng` groups, four, then one token per call.
+    ///
+    /// # Safety
+    /// As for [`packed::KernelFn`] with `nt` activation rows.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn run(&self, nb: usize, ng: usize, w: *const u8, a: *const u8, a_stride: usize, nt: usize, y: *mut f32, y_stride: usize) {
+        let mut t = 0;
+        if let Some(k4) = self.k4 {
+            while t + 4 <= nt {
+                k4(nb, ng, w, a.add(t * a_stride), a_stride, y.add(t * y_stride), y_stride);
+                t += 4;
+            }
+        }
+        for t in t..nt {
+            (self.k1)(nb, ng, w, a.add(t * a_stride), a_stride, y.add(t * y_stride), y_stride);
         }
     }
 }
@@ -524,6 +641,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `matmul_packed` on repacked weights gives, for every token count (generation and prompt
+    /// paths, leftover tokens) and on several threads, the bits of the format's scalar
+    /// reference called once per output on the raw rows.
+    #[test]
+    fn matmul_packed_matches_scalar_reference_bits() {
+        use GgmlType as T;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let mut checked = 0;
+        for isa in Isa::available() {
+            for ty in [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::IQ4_NL] {
+                // 80 rows: five groups, split unevenly over three threads in generation.
+                let (rows, cols) = (80, 576);
+                if !packed::packable(ty, rows, isa) {
+                    continue;
+                }
+                checked += 1;
+                let w = weights(ty, rows, cols);
+                let p = packed::pack(ty, rows, cols, &w);
+                for n_tokens in [1usize, 2, 5, 16, 37, 70] {
+                    let x: Vec<f32> =
+                        values(n_tokens as u64 * 13 + 1, n_tokens * cols).iter().map(|v| v * 3.0).collect();
+                    let mut y = vec![f32::NAN; n_tokens * rows];
+                    let mut scratch = Vec::new();
+                    pool.install(|| matmul_packed(isa, ty, &p, rows, cols, &x, &mut y, n_tokens, &mut scratch));
+                    let want = naive(Isa::Scalar, ty, &w, rows, cols, &x, n_tokens);
+                    for (i, (g, e)) in y.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            g.to_bits(),
+                            e.to_bits(),
+                            "{ty} {} n_tokens={n_tokens} token {} row {}",
+                            isa.name(),
+                            i / rows,
+                            i % rows
+                        );
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if Isa::Avx2.is_available() {
+            assert!(checked > 0, "no packed product ran on an AVX2 machine");
+        }
+        let _ = checked;
     }
 
     /// The libm-free rounding agrees with `round_ties_even` after the integer conversion on

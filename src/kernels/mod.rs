@@ -10,6 +10,7 @@ pub mod attention;
 pub mod isa;
 pub mod matmul_f32;
 pub mod matmul_q;
+pub mod packed;
 pub mod vec_dot;
 
 pub use isa::Isa;

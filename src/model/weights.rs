@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::formats;
 use crate::gguf::GgmlType;
-use crate::kernels::{matmul_f32, matmul_q};
+use crate::kernels::{isa, matmul_f32, matmul_q, packed};
 use crate::quant::quantize::QuantizedModel;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::LlamaConfig;
@@ -25,6 +25,10 @@ pub enum MatrixData {
     /// ggml blocks of `ty`, `rows` rows of `cols / block_size` blocks. Any type with a dot
     /// product (F16 and BF16 included) is held this way and computed on directly.
     Blocks { ty: GgmlType, data: Vec<u8> },
+    /// Blocks of Q4_0, IQ4_NL or Q8_0 repacked 16 rows at a time for the packed kernels
+    /// (`kernels::packed`): the same bytes, rearranged, chosen at load where the instruction
+    /// set has those kernels.
+    Packed { ty: GgmlType, data: Vec<u8> },
 }
 
 impl Matrix {
@@ -33,6 +37,9 @@ impl Matrix {
         match &self.data {
             MatrixData::F32(w) => matmul_f32::matmul(x, w, y, n_tokens, self.cols, self.rows),
             MatrixData::Blocks { ty, data } => matmul_q::matmul(*ty, data, self.rows, self.cols, x, y, n_tokens, scratch),
+            MatrixData::Packed { ty, data } => {
+                matmul_q::matmul_packed(isa::active(), *ty, data, self.rows, self.cols, x, y, n_tokens, scratch)
+            }
         }
     }
 
@@ -45,6 +52,7 @@ impl Matrix {
                 let rb = ty.row_bytes(self.cols as u64).expect("whole blocks") as usize;
                 formats::dequantize(*ty, &data[r * rb..(r + 1) * rb], out).expect("row lengths were checked at load");
             }
+            MatrixData::Packed { ty, data } => packed::dequantize_row(*ty, self.cols, data, r, out),
         }
     }
 
@@ -52,7 +60,7 @@ impl Matrix {
     pub fn n_bytes(&self) -> usize {
         match &self.data {
             MatrixData::F32(w) => w.len() * 4,
-            MatrixData::Blocks { data, .. } => data.len(),
+            MatrixData::Blocks { data, .. } | MatrixData::Packed { data, .. } => data.len(),
         }
     }
 
@@ -60,7 +68,7 @@ impl Matrix {
     pub fn ty(&self) -> GgmlType {
         match &self.data {
             MatrixData::F32(_) => GgmlType::F32,
-            MatrixData::Blocks { ty, .. } => *ty,
+            MatrixData::Blocks { ty, .. } | MatrixData::Packed { ty, .. } => *ty,
         }
     }
 }
@@ -173,7 +181,14 @@ impl LlamaWeights {
                     if formats::traits(ty).vec_dot.is_none() {
                         return Err(terr(name, format!("type {ty} cannot be used as a weight matrix")));
                     }
-                    MatrixData::Blocks { ty, data }
+                    if packed::packable(ty, rows, isa::active()) {
+                        if data.len() != ty.row_bytes(cols as u64).unwrap_or(0) as usize * rows {
+                            return Err(terr(name, format!("{} bytes of {ty} data for {rows}x{cols}", data.len())));
+                        }
+                        MatrixData::Packed { ty, data: packed::pack(ty, rows, cols, &data) }
+                    } else {
+                        MatrixData::Blocks { ty, data }
+                    }
                 }
             };
             Ok(Matrix { rows, cols, data })

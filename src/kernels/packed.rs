@@ -1,0 +1,693 @@
+//! Weight matrices of the 32-block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL), repacked at
+//! load 16 rows at a time so that one 32-bit SIMD lane holds one row.
+//!
+//! Why: in the row-major layout a 256-bit register holds 32 weights of one row, so every
+//! block's integer products end in eight partial sums that must be reduced, converted and
+//! scaled per row and per token: on AVX2 the one-row kernels spent more instructions on that
+//! and on unpacking each weight block again for every token than on the products themselves
+//! (perf: three quarters of a Q4_0 pp512 in `q4_0_q8_0`). With rows interleaved, lane `r` holds
+//! four consecutive weights of row `r`; multiply-adds against broadcast activations finish a
+//! whole 32-weight block for eight rows in integers, each block costs one conversion and two or
+//! three float operations per eight outputs, and a weight chunk is unpacked once for all the
+//! tokens of a call. llama.cpp repacks Q4_0 and IQ4_NL for the same reason.
+//!
+//! Numerics: per block the integer dot product is exact, and the float terms are formed and
+//! added in the order of the format's scalar reference (`formats::legacy::vec_dot_*`,
+//! `formats::iq4::vec_dot_iq4_nl_q8_0`), block after block, without fused multiply-adds. So
+//! every output is bit for bit the scalar reference's, whatever the instruction set, the token
+//! grouping or the thread count (`packed_*` tests).
+//!
+//! Layout of a packed matrix: groups of 16 rows; per group, per 32-column block:
+//! - the 16 rows' f16 scales `d` (32 bytes);
+//! - Q4_1 and Q5_1: the 16 rows' f16 minimums `m` (32 bytes);
+//! - Q5_0 and Q5_1: the 16 rows' fifth bits, 4 bytes per row rearranged so that bit `c` of
+//!   byte `j` is the fifth bit of weight `4c + j` and bit `4 + c` that of weight `16 + 4c + j`
+//!   (64 bytes): one shift and one mask put a chunk's fifth bits at bit 4 of its bytes;
+//! - the quants in chunks of 4 bytes per row: chunk `c`, lane `r` holds bytes `4c..4c+4` of
+//!   row `r`'s quants. For the 4-bit formats those bytes carry weights `4c..4c+4` in their low
+//!   nibbles and `16+4c..16+4c+4` in their high ones (4 chunks, 256 bytes); for Q8_0 they are
+//!   weights `4c..4c+4` (8 chunks, 512 bytes).
+//!
+//! A packed matrix has exactly the bytes of the original, rearranged. Rows 0..8 of a chunk are
+//! its first 32 bytes, so a 256-bit register takes half a group.
+//!
+//! Products: `vpmaddubsw` multiplies unsigned by signed bytes. The 4- and 5-bit quants are
+//! unsigned already (Q4_0's weight is `q - 8`, Q5_0's `q - 16`: the prepared activations carry
+//! `-8 · Σa` or `-16 · Σa` per block as the integer sum's starting value). Q8_0's quants and
+//! IQ4_NL's table values are signed and go through `|w| · sign(a, w)`. Every path is exact for
+//! every weight byte and every activation in `[-127, 127]`, all the activation quantizers make.
+
+use crate::formats::iq4::KVALUES_IQ4NL;
+use crate::gguf::GgmlType;
+
+use super::isa::Isa;
+
+/// Rows per packed group.
+pub const ROWS: usize = 16;
+/// Weights per block of every packable format.
+const QK: usize = 32;
+/// Bytes of one prepared activation block: the f32 scale, a second word (Q4_0, Q5_0: the i32
+/// `-bias · Σa`; Q4_1, Q5_1: the f32 sum `s` of the Q8_1 block; else 0) and the 32 quants.
+pub const PREP_BLOCK: usize = 40;
+
+/// Whether matrices of `ty` with `rows` rows are repacked for `isa`: one of the six formats,
+/// whole groups of rows, and packed kernels for that instruction set.
+pub fn packable(ty: GgmlType, rows: usize, isa: Isa) -> bool {
+    kind(ty).is_some() && rows > 0 && rows.is_multiple_of(ROWS) && kernel(ty, isa, 1).is_some()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    IQ4NL,
+}
+
+fn kind(ty: GgmlType) -> Option<Kind> {
+    match ty {
+        GgmlType::Q4_0 => Some(Kind::Q4_0),
+        GgmlType::Q4_1 => Some(Kind::Q4_1),
+        GgmlType::Q5_0 => Some(Kind::Q5_0),
+        GgmlType::Q5_1 => Some(Kind::Q5_1),
+        GgmlType::Q8_0 => Some(Kind::Q8_0),
+        GgmlType::IQ4_NL => Some(Kind::IQ4NL),
+        _ => None,
+    }
+}
+
+impl Kind {
+    fn has_min(self) -> bool {
+        matches!(self, Kind::Q4_1 | Kind::Q5_1)
+    }
+
+    fn has_qh(self) -> bool {
+        matches!(self, Kind::Q5_0 | Kind::Q5_1)
+    }
+
+    /// Quant bytes per row and block.
+    fn quant_bytes(self) -> usize {
+        if self == Kind::Q8_0 {
+            32
+        } else {
+            16
+        }
+    }
+
+    /// Bytes of one raw block: f16 scale, f16 minimum, fifth bits, quants.
+    fn raw_block(self) -> usize {
+        2 + 2 * self.has_min() as usize + 4 * self.has_qh() as usize + self.quant_bytes()
+    }
+
+    /// Offsets inside one raw block of the minimum, the fifth bits and the quants.
+    fn raw_offsets(self) -> (usize, usize, usize) {
+        let m = 2;
+        let qh = m + 2 * self.has_min() as usize;
+        (m, qh, qh + 4 * self.has_qh() as usize)
+    }
+
+    /// Bytes of one group's block: 16 rows' raw blocks, rearranged.
+    fn group_block(self) -> usize {
+        ROWS * self.raw_block()
+    }
+
+    /// Offsets inside one group block of the minimums, the fifth bits and the quants.
+    fn group_offsets(self) -> (usize, usize, usize) {
+        let m = 2 * ROWS;
+        let qh = m + 2 * ROWS * self.has_min() as usize;
+        (m, qh, qh + 4 * ROWS * self.has_qh() as usize)
+    }
+
+    /// What the unsigned quants exceed the signed weights by (0: signed, or a minimum instead).
+    fn bias(self) -> i32 {
+        match self {
+            Kind::Q4_0 => 8,
+            Kind::Q5_0 => 16,
+            _ => 0,
+        }
+    }
+}
+
+/// The Q5 fifth bits `qh` (bit `j` for weight `j`) in the packed arrangement (module doc).
+fn spread_qh(qh: u32) -> [u8; 4] {
+    std::array::from_fn(|j| {
+        (0..4).fold(0u8, |b, c| b | (((qh >> (4 * c + j)) & 1) << c) as u8 | (((qh >> (16 + 4 * c + j)) & 1) << (4 + c)) as u8)
+    })
+}
+
+/// The inverse of [`spread_qh`].
+fn gather_qh(p: [u8; 4]) -> u32 {
+    let mut qh = 0u32;
+    for (j, &b) in p.iter().enumerate() {
+        for c in 0..4 {
+            qh |= (((b >> c) & 1) as u32) << (4 * c + j);
+            qh |= (((b >> (4 + c)) & 1) as u32) << (16 + 4 * c + j);
+        }
+    }
+    qh
+}
+
+/// Rearranges the row-major blocks `raw` of a `rows x cols` matrix of `ty` into the packed
+/// layout. Panics unless `ty` is packable, `rows` a multiple of 16 and the lengths agree.
+pub fn pack(ty: GgmlType, rows: usize, cols: usize, raw: &[u8]) -> Vec<u8> {
+    let k = kind(ty).expect("a packable type");
+    assert!(rows.is_multiple_of(ROWS) && cols.is_multiple_of(QK), "{rows}x{cols} does not pack");
+    let nb = cols / QK;
+    let rb = k.raw_block();
+    assert_eq!(raw.len(), rows * nb * rb, "{ty} matrix of {rows}x{cols}: wrong length");
+    let (rm, rqh, rq) = k.raw_offsets();
+    let (gm, gqh, gq) = k.group_offsets();
+    let mut out = vec![0u8; raw.len()];
+    for g in 0..rows / ROWS {
+        for b in 0..nb {
+            let dst = &mut out[(g * nb + b) * k.group_block()..][..k.group_block()];
+            for r in 0..ROWS {
+                let src = &raw[((g * ROWS + r) * nb + b) * rb..][..rb];
+                dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+                if k.has_min() {
+                    dst[gm + 2 * r..gm + 2 * r + 2].copy_from_slice(&src[rm..rm + 2]);
+                }
+                if k.has_qh() {
+                    let qh = u32::from_le_bytes(src[rqh..rqh + 4].try_into().expect("4 bytes"));
+                    dst[gqh + 4 * r..gqh + 4 * r + 4].copy_from_slice(&spread_qh(qh));
+                }
+                for c in 0..k.quant_bytes() / 4 {
+                    let o = gq + c * 4 * ROWS + 4 * r;
+                    dst[o..o + 4].copy_from_slice(&src[rq + 4 * c..rq + 4 * c + 4]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Row `l` of the group block `src`, back in its raw block `dst`.
+fn unpack_block(k: Kind, src: &[u8], l: usize, dst: &mut [u8]) {
+    let (rm, rqh, rq) = k.raw_offsets();
+    let (gm, gqh, gq) = k.group_offsets();
+    dst[..2].copy_from_slice(&src[2 * l..2 * l + 2]);
+    if k.has_min() {
+        dst[rm..rm + 2].copy_from_slice(&src[gm + 2 * l..gm + 2 * l + 2]);
+    }
+    if k.has_qh() {
+        let p = src[gqh + 4 * l..gqh + 4 * l + 4].try_into().expect("4 bytes");
+        dst[rqh..rqh + 4].copy_from_slice(&gather_qh(p).to_le_bytes());
+    }
+    for c in 0..k.quant_bytes() / 4 {
+        let o = gq + c * 4 * ROWS + 4 * l;
+        dst[rq + 4 * c..rq + 4 * c + 4].copy_from_slice(&src[o..o + 4]);
+    }
+}
+
+/// Row `r` of a packed matrix, back in its raw blocks (`out` holds one raw row).
+pub fn unpack_row(ty: GgmlType, cols: usize, packed: &[u8], r: usize, out: &mut [u8]) {
+    let k = kind(ty).expect("a packable type");
+    assert_eq!(out.len(), cols / QK * k.raw_block(), "one raw row");
+    let (g, l, nb) = (r / ROWS, r % ROWS, cols / QK);
+    for (b, dst) in out.chunks_exact_mut(k.raw_block()).enumerate() {
+        unpack_block(k, &packed[(g * nb + b) * k.group_block()..][..k.group_block()], l, dst);
+    }
+}
+
+/// Row `r` of a packed matrix dequantized into `out` (`cols` values), through the format's own
+/// dequantization one block at a time, so the values are exactly those of the raw row. Nothing
+/// is allocated: the forward pass looks up token embeddings this way.
+pub fn dequantize_row(ty: GgmlType, cols: usize, packed: &[u8], r: usize, out: &mut [f32]) {
+    let k = kind(ty).expect("a packable type");
+    assert_eq!(out.len(), cols, "one row of values");
+    let (g, l, nb) = (r / ROWS, r % ROWS, cols / QK);
+    let mut raw = [0u8; 34];
+    let raw = &mut raw[..k.raw_block()];
+    for (b, o) in out.chunks_exact_mut(QK).enumerate() {
+        unpack_block(k, &packed[(g * nb + b) * k.group_block()..][..k.group_block()], l, raw);
+        crate::formats::dequantize(ty, raw, o).expect("one whole block");
+    }
+}
+
+/// The activation type of `ty`'s products (Q8_0, or Q8_1 for the formats with a minimum).
+pub fn activation_type(ty: GgmlType) -> GgmlType {
+    crate::formats::traits(ty).vec_dot_type
+}
+
+/// Bytes of one prepared activation row of `cols` values.
+pub fn prepared_row_bytes(cols: usize) -> usize {
+    cols / QK * PREP_BLOCK
+}
+
+/// Prepares one activation row `y` of `cols` values, quantized to [`activation_type`], for
+/// weights of `ty`: per block the scale as f32, the second word (see [`PREP_BLOCK`]) and the
+/// 32 quants.
+pub fn prepare(ty: GgmlType, cols: usize, y: &[u8], out: &mut [u8]) {
+    let k = kind(ty).expect("a packable type");
+    let nb = cols / QK;
+    let yb = if k.has_min() { 36 } else { 34 };
+    assert!(y.len() == nb * yb && out.len() == nb * PREP_BLOCK, "prepared row lengths");
+    for (src, dst) in y.chunks_exact(yb).zip(out.chunks_exact_mut(PREP_BLOCK)) {
+        let d = half::f16::from_le_bytes([src[0], src[1]]).to_f32();
+        let qs = &src[yb - QK..];
+        let second = if k.has_min() {
+            half::f16::from_le_bytes([src[2], src[3]]).to_f32().to_bits()
+        } else {
+            let sum: i32 = qs.iter().map(|&q| q as i8 as i32).sum();
+            (-k.bias() * sum) as u32
+        };
+        dst[..4].copy_from_slice(&d.to_le_bytes());
+        dst[4..8].copy_from_slice(&second.to_le_bytes());
+        dst[8..].copy_from_slice(qs);
+    }
+}
+
+/// A packed kernel: `ng` groups of packed weights `w` (`nb` blocks per row) against `T`
+/// prepared activation rows, the `t`-th at `a + t * a_stride`; the 16 results of group `g` for
+/// token `t` go to `y + t * y_stride + 16 * g`.
+///
+/// Callers guarantee that `w` holds `ng` groups, each activation row `nb` prepared blocks,
+/// and that every output position is valid for writes and written by no one else meanwhile.
+pub type KernelFn =
+    unsafe fn(nb: usize, ng: usize, w: *const u8, a: *const u8, a_stride: usize, y: *mut f32, y_stride: usize);
+
+/// The packed kernel for `ty` on `isa` taking `t` tokens at once (1 or 4), if one exists.
+///
+/// AVX2 only for now: the AVX-512 machines keep the row kernels they were measured with.
+pub fn kernel(ty: GgmlType, isa: Isa, t: usize) -> Option<KernelFn> {
+    let k = kind(ty)?;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if x86::usable() => x86::pick(k, t),
+        _ => {
+            let _ = (k, t);
+            None
+        }
+    }
+}
+
+/// The weight of chunk byte `byte` at position `j` of a block (0..32) as the kernels see it:
+/// the unsigned quant for Q4_0/Q4_1/Q5_0/Q5_1 (fifth bit from `qh`, the packed arrangement),
+/// the signed value for Q8_0 and IQ4_NL.
+fn weight(k: Kind, q: &[u8], qh: [u8; 4], l: usize, j: usize) -> i32 {
+    if k == Kind::Q8_0 {
+        return q[(j / 4) * 4 * ROWS + 4 * l + j % 4] as i8 as i32;
+    }
+    let (c, i) = ((j % 16) / 4, j % 4);
+    let byte = q[c * 4 * ROWS + 4 * l + i];
+    let nib = if j < 16 { byte & 0xF } else { byte >> 4 };
+    match k {
+        Kind::IQ4NL => KVALUES_IQ4NL[nib as usize] as i32,
+        Kind::Q5_0 | Kind::Q5_1 => {
+            let bit = if j < 16 { c } else { 4 + c };
+            (nib | (((qh[i] >> bit) & 1) << 4)) as i32
+        }
+        _ => nib as i32,
+    }
+}
+
+/// The scalar reference of the packed kernels (tests): what every SIMD version must equal bit
+/// for bit, formed from the packed bytes exactly as the format's scalar `vec_dot` forms each
+/// output from the raw ones.
+pub fn reference(ty: GgmlType, nb: usize, ng: usize, w: &[u8], a: &[&[u8]], y: &mut [f32], y_stride: usize) {
+    let k = kind(ty).expect("a packable type");
+    let gb = k.group_block();
+    let (gm, gqh, gq) = k.group_offsets();
+    assert_eq!(w.len(), ng * nb * gb, "packed weights");
+    let f16 = |p: &[u8], i: usize| half::f16::from_le_bytes([p[2 * i], p[2 * i + 1]]).to_f32();
+    for (t, at) in a.iter().enumerate() {
+        assert_eq!(at.len(), nb * PREP_BLOCK, "prepared activations");
+        for g in 0..ng {
+            for l in 0..ROWS {
+                let mut acc = 0f32;
+                for b in 0..nb {
+                    let blk = &w[(g * nb + b) * gb..][..gb];
+                    let ab = &at[b * PREP_BLOCK..][..PREP_BLOCK];
+                    let dw = f16(blk, l);
+                    let da = f32::from_le_bytes(ab[..4].try_into().unwrap());
+                    let second = u32::from_le_bytes(ab[4..8].try_into().unwrap());
+                    let qh = if k.has_qh() { blk[gqh + 4 * l..gqh + 4 * l + 4].try_into().unwrap() } else { [0; 4] };
+                    let mut s = if k.has_min() { 0 } else { second as i32 };
+                    for j in 0..QK {
+                        s += weight(k, &blk[gq..], qh, l, j) * ab[8 + j] as i8 as i32;
+                    }
+                    let f = s as f32;
+                    acc += match k {
+                        Kind::Q4_0 => f * dw * da,
+                        Kind::Q5_0 | Kind::Q8_0 | Kind::IQ4NL => (dw * da) * f,
+                        Kind::Q4_1 | Kind::Q5_1 => (dw * da) * f + f16(&blk[gm..], l) * f32::from_bits(second),
+                    };
+                }
+                y[t * y_stride + g * ROWS + l] = acc;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Kind, KernelFn, PREP_BLOCK, ROWS};
+    use crate::formats::iq4::KVALUES_IQ4NL;
+
+    /// F16C on top of what `Isa::Avx2` guarantees (AVX2, FMA); asked once (cpuid traps in a VM).
+    pub(super) fn usable() -> bool {
+        use std::sync::OnceLock;
+        static V: OnceLock<bool> = OnceLock::new();
+        *V.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"))
+    }
+
+    const Q4_0: u8 = 0;
+    const Q4_1: u8 = 1;
+    const Q5_0: u8 = 2;
+    const Q5_1: u8 = 3;
+    const Q8_0: u8 = 4;
+    const IQ4NL: u8 = 5;
+
+    pub(super) fn pick(k: Kind, t: usize) -> Option<KernelFn> {
+        macro_rules! k {
+            ($kind:expr) => {
+                match t {
+                    1 => Some(run::<$kind, 1> as KernelFn),
+                    4 => Some(run::<$kind, 4> as KernelFn),
+                    _ => None,
+                }
+            };
+        }
+        match k {
+            Kind::Q4_0 => k!(Q4_0),
+            Kind::Q4_1 => k!(Q4_1),
+            Kind::Q5_0 => k!(Q5_0),
+            Kind::Q5_1 => k!(Q5_1),
+            Kind::Q8_0 => k!(Q8_0),
+            Kind::IQ4NL => k!(IQ4NL),
+        }
+    }
+
+    fn kind_of(k: u8) -> Kind {
+        [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind::Q8_0, Kind::IQ4NL][k as usize]
+    }
+
+    #[inline(always)]
+    unsafe fn bcast32(p: *const u8) -> __m256i {
+        _mm256_set1_epi32((p as *const i32).read_unaligned())
+    }
+
+    /// `Σ |w|·sign(a, w)` over groups of four bytes into i32 lanes, added to `acc`: `w` · `a`
+    /// exactly for signed `w` and `a` in `[-127, 127]` (pairs of products stay inside i16).
+    #[inline(always)]
+    unsafe fn dot_signed(acc: __m256i, aw: __m256i, w: __m256i, a: __m256i, ones: __m256i) -> __m256i {
+        let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, w));
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones))
+    }
+
+    /// The i32 dot products of one block of eight rows (`half` of the group block `blk`)
+    /// with `T` prepared activation blocks, per row lane, starting from their second word for
+    /// Q4_0 and Q5_0.
+    #[inline(always)]
+    unsafe fn int_sums<const K: u8, const T: usize>(blk: *const u8, half: usize, ab: &[*const u8; T]) -> [__m256i; T] {
+        let kind = kind_of(K);
+        let (_, gqh, gq) = kind.group_offsets();
+        let q = blk.add(gq + 32 * half);
+        let ones = _mm256_set1_epi16(1);
+        let low = _mm256_set1_epi8(0x0F);
+        let mut s32: [__m256i; T] = std::array::from_fn(|t| {
+            if kind.bias() != 0 {
+                bcast32(ab[t].add(4))
+            } else {
+                _mm256_setzero_si256()
+            }
+        });
+        match K {
+            Q8_0 => {
+                for c in 0..8 {
+                    let w = _mm256_loadu_si256(q.add(64 * c) as *const __m256i);
+                    let aw = _mm256_abs_epi8(w);
+                    for t in 0..T {
+                        s32[t] = dot_signed(s32[t], aw, w, bcast32(ab[t].add(8 + 4 * c)), ones);
+                    }
+                }
+            }
+            IQ4NL => {
+                let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+                for c in 0..4 {
+                    let raw = _mm256_loadu_si256(q.add(64 * c) as *const __m256i);
+                    let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(raw, low));
+                    let hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low));
+                    let (alo, ahi) = (_mm256_abs_epi8(lo), _mm256_abs_epi8(hi));
+                    for t in 0..T {
+                        s32[t] = dot_signed(s32[t], alo, lo, bcast32(ab[t].add(8 + 4 * c)), ones);
+                        s32[t] = dot_signed(s32[t], ahi, hi, bcast32(ab[t].add(24 + 4 * c)), ones);
+                    }
+                }
+            }
+            _ => {
+                // Unsigned quants: pairs of products are at most 2·31·127, so four products of
+                // 5-bit or eight of 4-bit quants add up inside i16 before widening.
+                let five = K == Q5_0 || K == Q5_1;
+                let qh = if five { _mm256_loadu_si256(blk.add(gqh + 32 * half) as *const __m256i) } else { low };
+                let fifth = _mm256_set1_epi8(0x10);
+                let mut s16 = [_mm256_setzero_si256(); T];
+                for c in 0..4 {
+                    let raw = _mm256_loadu_si256(q.add(64 * c) as *const __m256i);
+                    let mut lo = _mm256_and_si256(raw, low);
+                    let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low);
+                    if five {
+                        let (l5, h5) = match c {
+                            0 => (_mm256_slli_epi16::<4>(qh), qh),
+                            1 => (_mm256_slli_epi16::<3>(qh), _mm256_srli_epi16::<1>(qh)),
+                            2 => (_mm256_slli_epi16::<2>(qh), _mm256_srli_epi16::<2>(qh)),
+                            _ => (_mm256_slli_epi16::<1>(qh), _mm256_srli_epi16::<3>(qh)),
+                        };
+                        lo = _mm256_or_si256(lo, _mm256_and_si256(l5, fifth));
+                        hi = _mm256_or_si256(hi, _mm256_and_si256(h5, fifth));
+                    }
+                    for t in 0..T {
+                        let p = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(lo, bcast32(ab[t].add(8 + 4 * c))),
+                            _mm256_maddubs_epi16(hi, bcast32(ab[t].add(24 + 4 * c))),
+                        );
+                        s16[t] = if c == 0 { p } else { _mm256_add_epi16(s16[t], p) };
+                    }
+                    if five && c == 1 {
+                        for t in 0..T {
+                            s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], ones));
+                            s16[t] = _mm256_setzero_si256();
+                        }
+                    }
+                }
+                for t in 0..T {
+                    s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], ones));
+                }
+            }
+        }
+        s32
+    }
+
+    /// `K`: the format (constants above). See [`KernelFn`] for the contract.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available (`kernel` hands this out only then), and the
+    /// pointers must satisfy [`KernelFn`]'s contract.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn run<const K: u8, const T: usize>(
+        nb: usize,
+        ng: usize,
+        w: *const u8,
+        a: *const u8,
+        a_stride: usize,
+        y: *mut f32,
+        y_stride: usize,
+    ) {
+        let kind = kind_of(K);
+        let gb = kind.group_block();
+        let (gm, _, _) = kind.group_offsets();
+        for g in 0..ng {
+            let wg = w.add(g * nb * gb);
+            for half in 0..2 {
+                let mut acc = [_mm256_setzero_ps(); T];
+                for b in 0..nb {
+                    let blk = wg.add(b * gb);
+                    let ab: [*const u8; T] = std::array::from_fn(|t| a.add(t * a_stride + b * PREP_BLOCK));
+                    let s32 = int_sums::<K, T>(blk, half, &ab);
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * half) as *const __m128i));
+                    let mw = if kind.has_min() {
+                        _mm256_cvtph_ps(_mm_loadu_si128(blk.add(gm + 16 * half) as *const __m128i))
+                    } else {
+                        dw
+                    };
+                    for t in 0..T {
+                        let da = _mm256_broadcast_ss(&*(ab[t] as *const f32));
+                        let f = _mm256_cvtepi32_ps(s32[t]);
+                        // The scalar references' association: Q4_0 `(isum * dx) * dy`, the
+                        // others `(dx * dy) * isum`, plus `mx * sy` for Q4_1 and Q5_1.
+                        let term = match K {
+                            Q4_0 => _mm256_mul_ps(_mm256_mul_ps(f, dw), da),
+                            Q4_1 | Q5_1 => {
+                                let sa = _mm256_broadcast_ss(&*(ab[t].add(4) as *const f32));
+                                _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(dw, da), f), _mm256_mul_ps(mw, sa))
+                            }
+                            _ => _mm256_mul_ps(_mm256_mul_ps(dw, da), f),
+                        };
+                        acc[t] = _mm256_add_ps(acc[t], term);
+                    }
+                }
+                for (t, acc_t) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(y.add(t * y_stride + g * ROWS + 8 * half), *acc_t);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats;
+    use crate::kernels::vec_dot::tests::values;
+
+    const TYPES: [GgmlType; 6] =
+        [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::IQ4_NL];
+
+    fn quantize(ty: GgmlType, v: &[f32]) -> Vec<u8> {
+        let mut out = vec![0u8; v.len() / ty.block_size() * ty.block_bytes()];
+        (formats::traits(ty).quantize.expect("quantizable"))(v, &mut out);
+        out
+    }
+
+    #[test]
+    fn packed_qh_spread_round_trips() {
+        for qh in [0u32, 1, 0x8000_0000, 0xFFFF_FFFF, 0x1234_5678, 0xDEAD_BEEF, 0x0001_0000] {
+            assert_eq!(gather_qh(spread_qh(qh)), qh, "{qh:#x}");
+        }
+        // Weight 4c + j's bit is bit c of byte j; weight 16 + 4c + j's is bit 4 + c.
+        assert_eq!(spread_qh(1 << 5), [0, 0b10, 0, 0]);
+        assert_eq!(spread_qh(1 << 31), [0, 0, 0, 0b1000_0000]);
+    }
+
+    /// Packing keeps the length and every row comes back as it was.
+    #[test]
+    fn packed_unpack_row_inverts_pack() {
+        for ty in TYPES {
+            let (rows, cols) = (32, 96);
+            let raw = quantize(ty, &values(3, rows * cols));
+            let p = pack(ty, rows, cols, &raw);
+            assert_eq!(p.len(), raw.len(), "{ty}");
+            assert_ne!(p, raw, "{ty}: packing rearranges");
+            let rb = raw.len() / rows;
+            for r in 0..rows {
+                let mut o = vec![0u8; rb];
+                unpack_row(ty, cols, &p, r, &mut o);
+                assert_eq!(o, raw[r * rb..(r + 1) * rb], "{ty} row {r}");
+                let (mut got, mut want) = (vec![f32::NAN; cols], vec![0f32; cols]);
+                dequantize_row(ty, cols, &p, r, &mut got);
+                formats::dequantize(ty, &raw[r * rb..(r + 1) * rb], &mut want).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{ty} row {r} values");
+            }
+        }
+    }
+
+    /// Weights and activations at the edges of the integer paths: every quant at its largest
+    /// and smallest, activations at ±127, so that a saturating or overflowing i16 sum shows.
+    fn extreme_rows(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+        let mut raw = quantize(ty, &values(seed, rows * cols));
+        let rb = raw.len() / rows;
+        let k = kind(ty).unwrap();
+        let (_, rqh, rq) = k.raw_offsets();
+        for r in 0..rows {
+            for blk in raw[r * rb..(r + 1) * rb].chunks_exact_mut(k.raw_block()) {
+                let fill = match (r + seed as usize) % 3 {
+                    0 => 0xFF,
+                    1 => 0x00,
+                    _ => continue,
+                };
+                // Q8_0: -128 and 127, the extremes of a signed quant.
+                blk[rq..].fill(if k == Kind::Q8_0 { fill ^ 0x80 } else { fill });
+                if k.has_qh() {
+                    blk[rqh..rqh + 4].fill(fill);
+                }
+            }
+        }
+        raw
+    }
+
+    /// The scalar reference on packed bytes gives the format's scalar `vec_dot` on the raw
+    /// rows, bit for bit; and every SIMD kernel, at every token count, gives the reference's
+    /// bits, over several groups and block counts, on random and on extreme values.
+    #[test]
+    fn packed_kernels_match_scalar_vec_dot_bits() {
+        let mut simd_checked = 0;
+        for ty in TYPES {
+            let dot = formats::traits(ty).vec_dot.expect("a scalar vec_dot");
+            let act = activation_type(ty);
+            for (seed, rows, nb) in [(1u64, 16usize, 1usize), (2, 32, 3), (3, 48, 18), (4, 16, 48), (5, 32, 7)] {
+                let cols = nb * QK;
+                let raw = if seed % 2 == 1 {
+                    let mut v = values(seed, rows * cols);
+                    for (r, row) in v.chunks_mut(cols).enumerate() {
+                        let s = 10f32.powf((r % 5) as f32 / 2.0 - 1.0);
+                        row.iter_mut().for_each(|x| *x *= s);
+                    }
+                    quantize(ty, &v)
+                } else {
+                    extreme_rows(ty, rows, cols, seed)
+                };
+                let p = pack(ty, rows, cols, &raw);
+                let nt = 9;
+                let acts: Vec<Vec<u8>> = (0..nt)
+                    .map(|t| {
+                        let mut v: Vec<f32> = values(seed * 77 + t as u64, cols).iter().map(|x| x * 3.0).collect();
+                        if t % 3 == 0 {
+                            // ±127 everywhere: the largest magnitude in every block.
+                            v.iter_mut().for_each(|x| *x = if *x < 0.0 { -1.0 } else { 1.0 });
+                        }
+                        quantize(act, &v)
+                    })
+                    .collect();
+                let pr = prepared_row_bytes(cols);
+                let prep: Vec<u8> = acts
+                    .iter()
+                    .flat_map(|a| {
+                        let mut o = vec![0u8; pr];
+                        prepare(ty, cols, a, &mut o);
+                        o
+                    })
+                    .collect();
+                let refs: Vec<&[u8]> = prep.chunks_exact(pr).collect();
+                let mut want = vec![f32::NAN; nt * rows];
+                reference(ty, nb, rows / ROWS, &p, &refs, &mut want, rows);
+                let rb = raw.len() / rows;
+                for t in 0..nt {
+                    for r in 0..rows {
+                        let d = dot(cols, &raw[r * rb..(r + 1) * rb], &acts[t]);
+                        assert_eq!(want[t * rows + r].to_bits(), d.to_bits(), "{ty} reference row {r} token {t}");
+                    }
+                }
+                for isa in Isa::available() {
+                    for tk in [1usize, 4] {
+                        let Some(kern) = kernel(ty, isa, tk) else { continue };
+                        simd_checked += 1;
+                        let mut got = vec![f32::NAN; nt * rows];
+                        let mut t0 = 0;
+                        while t0 + tk <= nt {
+                            // SAFETY: the buffers hold `rows / 16` groups, `tk` prepared rows
+                            // from `t0` and outputs for them; this kernel was handed out for
+                            // an available instruction set.
+                            unsafe {
+                                kern(nb, rows / ROWS, p.as_ptr(), prep[t0 * pr..].as_ptr(), pr, got[t0 * rows..].as_mut_ptr(), rows)
+                            };
+                            t0 += tk;
+                        }
+                        for (i, (g, w)) in got.iter().zip(&want).enumerate().take(t0 * rows) {
+                            assert_eq!(g.to_bits(), w.to_bits(), "{ty} {} x{tk} token {} row {}", isa.name(), i / rows, i % rows);
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if Isa::Avx2.is_available() {
+            assert!(simd_checked > 0, "no packed kernel ran on an AVX2 machine");
+        }
+        let _ = simd_checked;
+    }
+}
