@@ -133,7 +133,9 @@ impl Kind {
 /// The Q5 fifth bits `qh` (bit `j` for weight `j`) in the packed arrangement (module doc).
 fn spread_qh(qh: u32) -> [u8; 4] {
     std::array::from_fn(|j| {
-        (0..4).fold(0u8, |b, c| b | (((qh >> (4 * c + j)) & 1) << c) as u8 | (((qh >> (16 + 4 * c + j)) & 1) << (4 + c)) as u8)
+        (0..4).fold(0u8, |b, c| {
+            b | (((qh >> (4 * c + j)) & 1) << c) as u8 | (((qh >> (16 + 4 * c + j)) & 1) << (4 + c)) as u8
+        })
     })
 }
 
@@ -345,7 +347,7 @@ pub fn reference(ty: GgmlType, nb: usize, ng: usize, w: &[u8], a: &[&[u8]], y: &
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Kind, KernelFn, PREP_BLOCK, ROWS};
+    use super::{KernelFn, Kind, PREP_BLOCK, ROWS};
     use crate::formats::iq4::KVALUES_IQ4NL;
 
     /// F16C on top of what `Isa::Avx2` guarantees (AVX2, FMA); asked once (cpuid traps in a VM).
@@ -409,13 +411,8 @@ mod x86 {
         let q = blk.add(gq + 32 * half);
         let ones = _mm256_set1_epi16(1);
         let low = _mm256_set1_epi8(0x0F);
-        let mut s32: [__m256i; T] = std::array::from_fn(|t| {
-            if kind.bias() != 0 {
-                bcast32(ab[t].add(4))
-            } else {
-                _mm256_setzero_si256()
-            }
-        });
+        let mut s32: [__m256i; T] =
+            std::array::from_fn(|t| if kind.bias() != 0 { bcast32(ab[t].add(4)) } else { _mm256_setzero_si256() });
         match K {
             Q8_0 => {
                 for c in 0..8 {
@@ -673,12 +670,27 @@ mod tests {
                             // from `t0` and outputs for them; this kernel was handed out for
                             // an available instruction set.
                             unsafe {
-                                kern(nb, rows / ROWS, p.as_ptr(), prep[t0 * pr..].as_ptr(), pr, got[t0 * rows..].as_mut_ptr(), rows)
+                                kern(
+                                    nb,
+                                    rows / ROWS,
+                                    p.as_ptr(),
+                                    prep[t0 * pr..].as_ptr(),
+                                    pr,
+                                    got[t0 * rows..].as_mut_ptr(),
+                                    rows,
+                                )
                             };
                             t0 += tk;
                         }
                         for (i, (g, w)) in got.iter().zip(&want).enumerate().take(t0 * rows) {
-                            assert_eq!(g.to_bits(), w.to_bits(), "{ty} {} x{tk} token {} row {}", isa.name(), i / rows, i % rows);
+                            assert_eq!(
+                                g.to_bits(),
+                                w.to_bits(),
+                                "{ty} {} x{tk} token {} row {}",
+                                isa.name(),
+                                i / rows,
+                                i % rows
+                            );
                         }
                     }
                 }
