@@ -106,14 +106,20 @@ unsafe fn attend_rows_avx2(
     attend_rows_impl::<x86::Avx2>(s, q, kt, v, t0, heads, scores, out)
 }
 
-/// Sixteen f32 lanes: the only operations attention needs, each lane-wise and exactly rounded
-/// (separate multiply and add, never fused), so every implementation gives the same bits.
+/// `N` f32 lanes (16, but for [`x86::Avx2x8`]): the only operations attention needs, each
+/// lane-wise and exactly rounded (separate multiply and add, never fused), so every
+/// implementation gives the same bits.
 trait V16: Copy {
+    /// Lanes: 16 for the vectors values are summed in; a score vector may have fewer.
+    const N: usize = 16;
+    /// The vector [`scores_block`] computes keys' scores in: `Self`, or a narrower one where
+    /// 8 partial sums of 16 lanes for several queries would not fit the register file.
+    type Score: V16;
     /// # Safety
-    /// `p` must point to 16 readable f32 values.
+    /// `p` must point to `N` readable f32 values.
     unsafe fn load(p: *const f32) -> Self;
     /// # Safety
-    /// `p` must point to 16 writable f32 values.
+    /// `p` must point to `N` writable f32 values.
     unsafe fn store(self, p: *mut f32);
     fn splat(x: f32) -> Self;
     fn zero() -> Self {
@@ -130,6 +136,7 @@ trait V16: Copy {
 struct Scalar16([f32; 16]);
 
 impl V16 for Scalar16 {
+    type Score = Self;
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
         Scalar16(std::ptr::read_unaligned(p as *const [f32; 16]))
@@ -166,6 +173,7 @@ mod x86 {
     pub struct Avx512(__m512);
 
     impl V16 for Avx512 {
+        type Score = Self;
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
             Avx512(_mm512_loadu_ps(p))
@@ -201,6 +209,9 @@ mod x86 {
     pub struct Avx2(__m256, __m256);
 
     impl V16 for Avx2 {
+        // Scores go eight keys at a time: 8 partial sums x 4 queries of two registers each
+        // were 64 registers, and the spills were most of the attention time on AVX2.
+        type Score = Avx2x8;
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
             Avx2(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
@@ -231,6 +242,43 @@ mod x86 {
         fn mul(self, b: Self) -> Self {
             // SAFETY: as above.
             unsafe { Avx2(_mm256_mul_ps(self.0, b.0), _mm256_mul_ps(self.1, b.1)) }
+        }
+    }
+
+    /// One 256-bit register: eight keys' scores at a time on AVX2.
+    #[derive(Clone, Copy)]
+    pub struct Avx2x8(__m256);
+
+    impl V16 for Avx2x8 {
+        const N: usize = 8;
+        type Score = Self;
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx2x8(_mm256_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self.0)
+        }
+        #[inline(always)]
+        fn splat(x: f32) -> Self {
+            // SAFETY: only reached from functions compiled with AVX2 enabled.
+            unsafe { Avx2x8(_mm256_set1_ps(x)) }
+        }
+        #[inline(always)]
+        fn mul_add_sep(self, a: Self, b: Self) -> Self {
+            // SAFETY: as above.
+            unsafe { Avx2x8(_mm256_add_ps(self.0, _mm256_mul_ps(a.0, b.0))) }
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            // SAFETY: as above.
+            unsafe { Avx2x8(_mm256_add_ps(self.0, b.0)) }
+        }
+        #[inline(always)]
+        fn mul(self, b: Self) -> Self {
+            // SAFETY: as above.
+            unsafe { Avx2x8(_mm256_mul_ps(self.0, b.0)) }
         }
     }
 }
@@ -404,9 +452,12 @@ impl Values<'_> {
 #[inline(always)]
 fn exp_and_inverse_sum(sc: &mut [f32], max: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if isa::active() == isa::Isa::Avx512 {
+    match isa::active() {
         // SAFETY: Avx512 is active only after `Isa::is_available` confirmed the features.
-        return unsafe { x86_softmax::exp_and_inverse_sum(sc, max) };
+        isa::Isa::Avx512 => return unsafe { x86_softmax::exp_and_inverse_sum(sc, max) },
+        // SAFETY: as above, for AVX2.
+        isa::Isa::Avx2 => return unsafe { x86_softmax::exp_and_inverse_sum_avx2(sc, max) },
+        _ => {}
     }
     exp_and_inverse_sum_scalar(sc, max)
 }
@@ -477,6 +528,57 @@ mod x86_softmax {
         _mm512_mul_ps(y, _mm512_castsi512_ps(e))
     }
 
+    /// [`super::exp_neg`] on 8 lanes.
+    #[inline(always)]
+    unsafe fn exp_neg8(x: __m256) -> __m256 {
+        // `max` returns its second operand for a NaN, as the scalar comparison does.
+        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+        let magic = _mm256_set1_ps(EXP_MAGIC);
+        let n = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), magic), magic);
+        let r = _mm256_sub_ps(
+            _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(EXP_C1))),
+            _mm256_mul_ps(n, _mm256_set1_ps(EXP_C2)),
+        );
+        let mut p = _mm256_set1_ps(EXP_P[0]);
+        for &c in &EXP_P[1..] {
+            p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c));
+        }
+        let y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r), _mm256_set1_ps(1.0));
+        let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)));
+        _mm256_mul_ps(y, _mm256_castsi256_ps(e))
+    }
+
+    /// [`super::exp_and_inverse_sum_scalar`] with AVX2: whole blocks of sixteen scores in
+    /// vectors (score `j` into the f64 partial sum `j % 16`, four per register), the last
+    /// partial block through the scalar code, which computes the same bits per score.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exp_and_inverse_sum_avx2(sc: &mut [f32], max: f32) -> f32 {
+        let m = _mm256_set1_ps(max);
+        let mut acc = [_mm256_setzero_pd(); 4];
+        let whole = sc.len() / 16 * 16;
+        for j in (0..whole).step_by(16) {
+            let p = sc.as_mut_ptr().add(j);
+            for h in 0..2 {
+                let e = exp_neg8(_mm256_sub_ps(_mm256_loadu_ps(p.add(8 * h)), m));
+                _mm256_storeu_ps(p.add(8 * h), e);
+                acc[2 * h] = _mm256_add_pd(acc[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+                acc[2 * h + 1] = _mm256_add_pd(acc[2 * h + 1], _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(e)));
+            }
+        }
+        let mut sum = [0f64; 16];
+        for (i, a) in acc.iter().enumerate() {
+            _mm256_storeu_pd(sum.as_mut_ptr().add(4 * i), *a);
+        }
+        for (j, sj) in sc.iter_mut().enumerate().skip(whole) {
+            *sj = super::exp_neg(*sj - max);
+            sum[j % 16] += *sj as f64;
+        }
+        (1.0 / super::tree16(sum)) as f32
+    }
+
     /// [`super::exp_and_inverse_sum_scalar`] sixteen scores at a time: lanes 0..8 and 8..16 of
     /// each block go to the two f64 accumulators, i.e. score `j` to partial sum `j % 16`, in
     /// order; lanes past the end hold +0.0, which leaves a (non-negative) sum unchanged.
@@ -529,28 +631,47 @@ unsafe fn scores_block<V: V16, const NQ: usize>(
 ) {
     let hd = qs[0].len();
     debug_assert!(kt.len() >= (hd.max(1) - 1) * stride + j0 + 16 && scores.len() >= (NQ - 1) * row + j0 + 16);
-    let key = |e: usize| V::load(kt.as_ptr().add(e * stride + j0));
     let main = hd / 8 * 8;
-    let mut res = [V::zero(); NQ];
-    let mut acc = [[V::zero(); 8]; NQ];
-    for c in (0..main).step_by(8) {
-        for l in 0..8 {
-            let k = key(c + l);
-            for i in 0..NQ {
-                acc[i][l] = acc[i][l].mul_add_sep(V::splat(*qs[i].get_unchecked(c + l)), k);
+    for sub in (j0..j0 + KEY_BLOCK).step_by(V::Score::N) {
+        let key = |e: usize| V::Score::load(kt.as_ptr().add(e * stride + sub));
+        let mut res = [V::Score::zero(); NQ];
+        let mut acc = [[V::Score::zero(); 8]; NQ];
+        if V::Score::N == 16 {
+            for c in (0..main).step_by(8) {
+                for l in 0..8 {
+                    let k = key(c + l);
+                    for i in 0..NQ {
+                        acc[i][l] = acc[i][l].mul_add_sep(V::Score::splat(*qs[i].get_unchecked(c + l)), k);
+                    }
+                }
+            }
+        } else {
+            // The same sums one partial sum at a time, so that only NQ of them are live in the
+            // loop (8 x NQ did not fit sixteen 256-bit registers).
+            for l in 0..8 {
+                let mut a = [V::Score::zero(); NQ];
+                for c in (0..main).step_by(8) {
+                    let k = key(c + l);
+                    for i in 0..NQ {
+                        a[i] = a[i].mul_add_sep(V::Score::splat(*qs[i].get_unchecked(c + l)), k);
+                    }
+                }
+                for i in 0..NQ {
+                    acc[i][l] = a[i];
+                }
             }
         }
-    }
-    for i in 0..NQ {
-        let a = &acc[i];
-        let mut sum = (a[0].add(a[4]).add(a[2].add(a[6]))).add(a[1].add(a[5]).add(a[3].add(a[7])));
-        for e in main..hd {
-            sum = sum.mul_add_sep(V::splat(qs[i][e]), key(e));
+        for i in 0..NQ {
+            let a = &acc[i];
+            let mut sum = (a[0].add(a[4]).add(a[2].add(a[6]))).add(a[1].add(a[5]).add(a[3].add(a[7])));
+            for e in main..hd {
+                sum = sum.mul_add_sep(V::Score::splat(qs[i][e]), key(e));
+            }
+            res[i] = sum.mul(V::Score::splat(scale));
         }
-        res[i] = sum.mul(V::splat(scale));
-    }
-    for (i, r) in res.iter().enumerate() {
-        r.store(scores.as_mut_ptr().add(i * row + j0));
+        for (i, r) in res.iter().enumerate() {
+            r.store(scores.as_mut_ptr().add(i * row + sub));
+        }
     }
 }
 
@@ -696,14 +817,29 @@ mod tests {
     #[test]
     fn softmax_simd_matches_scalar() {
         for len in 1..70usize {
-            let base: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 * 0.05 - 40.0).collect();
+            // Scores from -90 to +10 around the max: some clamped at -87.
+            let base: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 * 0.1 - 90.0).collect();
             let max = base.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut want = base.clone();
             let inv_want = exp_and_inverse_sum_scalar(&mut want, max);
-            let mut got = base.clone();
-            let inv_got = exp_and_inverse_sum(&mut got, max);
-            assert_eq!(inv_got.to_bits(), inv_want.to_bits(), "len {len}");
-            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "len {len}");
+            let mut paths: Vec<(&str, fn(&mut [f32], f32) -> f32)> = vec![("active", exp_and_inverse_sum)];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if isa::Isa::Avx2.is_available() {
+                    // SAFETY: AVX2 is available.
+                    paths.push(("avx2", |s, m| unsafe { x86_softmax::exp_and_inverse_sum_avx2(s, m) }));
+                }
+                if isa::Isa::Avx512.is_available() {
+                    // SAFETY: AVX-512 is available.
+                    paths.push(("avx512", |s, m| unsafe { x86_softmax::exp_and_inverse_sum(s, m) }));
+                }
+            }
+            for (name, f) in paths {
+                let mut got = base.clone();
+                let inv_got = f(&mut got, max);
+                assert_eq!(inv_got.to_bits(), inv_want.to_bits(), "{name} len {len}");
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{name} len {len}");
+            }
         }
         let mut x = -87.0f32;
         while x <= 0.0 {
