@@ -387,6 +387,10 @@ pub fn activation_quantizer_with(isa: Isa, vdt: GgmlType) -> formats::QuantizeRo
         (GgmlType::Q8_1, Isa::Avx512) => x86_act::q8_1_avx512,
         #[cfg(target_arch = "x86_64")]
         (GgmlType::Q8_K, Isa::Avx512) => x86_act::q8_k_avx512,
+        #[cfg(target_arch = "x86_64")]
+        (GgmlType::Q8_0, Isa::Avx2) => x86_act::q8_0_avx2,
+        #[cfg(target_arch = "x86_64")]
+        (GgmlType::Q8_1, Isa::Avx2) => x86_act::q8_1_avx2,
         (GgmlType::Q8_0, _) => quantize_row_q8_0_runtime,
         (GgmlType::Q8_1, _) => quantize_row_q8_1_runtime,
         (other, _) => formats::traits(other).quantize.expect("every vec_dot_type quantizes"),
@@ -414,6 +418,66 @@ mod x86_act {
     pub(super) fn q8_1_avx512(src: &[f32], dst: &mut [u8]) {
         // SAFETY: as above.
         unsafe { rows::<true>(src, dst) }
+    }
+
+    pub(super) fn q8_0_avx2(src: &[f32], dst: &mut [u8]) {
+        // SAFETY: handed out only for `Isa::Avx2`, which is active or forced only after
+        // `Isa::is_available` confirmed AVX2 and FMA (the f16 conversion is plain Rust).
+        unsafe { rows_avx2::<false>(src, dst) }
+    }
+
+    pub(super) fn q8_1_avx2(src: &[f32], dst: &mut [u8]) {
+        // SAFETY: as above.
+        unsafe { rows_avx2::<true>(src, dst) }
+    }
+
+    /// [`rows`] with AVX2: the same steps on four 8-lane registers per block; the quants are
+    /// narrowed with saturating packs (a no-op for values in `[-127, 127]`) and put back in
+    /// order with one lane permutation.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_avx2<const SUM: bool>(src: &[f32], dst: &mut [u8]) {
+        let bytes = if SUM { 36 } else { 34 };
+        let head = bytes - 32;
+        assert!(
+            src.len().is_multiple_of(32) && dst.len() == src.len() / 32 * bytes,
+            "activation row: {} values into {} bytes",
+            src.len(),
+            dst.len()
+        );
+        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        for (x, out) in src.chunks_exact(32).zip(dst.chunks_exact_mut(bytes)) {
+            let v: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(x.as_ptr().add(8 * j)));
+            let m = _mm256_max_ps(
+                _mm256_max_ps(_mm256_and_ps(v[0], abs_mask), _mm256_and_ps(v[1], abs_mask)),
+                _mm256_max_ps(_mm256_and_ps(v[2], abs_mask), _mm256_and_ps(v[3], abs_mask)),
+            );
+            let nan = _mm256_or_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v[0], v[1]), _mm256_cmp_ps::<_CMP_UNORD_Q>(v[2], v[3]));
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+            if !amax.is_finite() || _mm256_movemask_ps(nan) != 0 {
+                if SUM {
+                    super::quantize_row_q8_1_runtime(x, out);
+                } else {
+                    super::quantize_row_q8_0_runtime(x, out);
+                }
+                continue;
+            }
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            let q: [__m256i; 4] = std::array::from_fn(|j| _mm256_cvtps_epi32(_mm256_mul_ps(v[j], id)));
+            out[..2].copy_from_slice(&fp32_to_fp16(d).to_le_bytes());
+            if SUM {
+                let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+                let s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+                let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+                let sum = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32::<1>(s2)));
+                out[2..4].copy_from_slice(&fp32_to_fp16(d * sum as f32).to_le_bytes());
+            }
+            let p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(out[head..].as_mut_ptr() as *mut __m256i, p);
+        }
     }
 
     pub(super) fn q8_k_avx512(src: &[f32], dst: &mut [u8]) {
