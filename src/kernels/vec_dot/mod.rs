@@ -105,6 +105,9 @@ pub fn select4(ty: GgmlType, isa: Isa) -> Option<VecDot4Fn> {
             Some(_) => x86_legacy::avx512_x4(ty),
             None => x86_kquants::avx512_x4(ty),
         },
+        // The K-quants; the 32-block formats are repacked on AVX2 (`kernels::packed`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86_kquants::avx2_x4(ty),
         _ => {
             let _ = ty;
             None
@@ -263,8 +266,9 @@ pub(crate) mod tests {
         let _ = seen; // no prepared kernels off x86 yet
     }
 
-    /// `select4` exists exactly for the 32-block legacy formats on AVX-512 and gives, for each
-    /// of its four rows, the bits of `select`'s kernel on the same instruction set.
+    /// `select4` exists exactly for the 32-block legacy formats on AVX-512 and for the K-quants
+    /// this model uses on AVX2 and AVX-512, and gives, for each of its four rows, the bits of
+    /// `select`'s kernel on the same instruction set.
     #[test]
     fn vec_dot_select4_matches_select_bits() {
         use GgmlType as T;
@@ -273,7 +277,9 @@ pub(crate) mod tests {
             for ty in GgmlType::ALL {
                 let four = select4(ty, isa);
                 let kquant = [T::Q3_K, T::Q4_K, T::Q6_K, T::IQ4_XS].contains(&ty) && select(ty, isa).is_some();
-                let want_some = cfg!(target_arch = "x86_64") && isa == Isa::Avx512 && (legacy.contains(&ty) || kquant);
+                let want_some = cfg!(target_arch = "x86_64")
+                    && ((isa == Isa::Avx512 && (legacy.contains(&ty) || kquant))
+                        || (isa == Isa::Avx2 && [T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::IQ4_XS].contains(&ty)));
                 assert_eq!(four.is_some(), want_some, "{ty} on {}", isa.name());
                 let Some(four) = four else { continue };
                 let one = select(ty, isa).expect("a one-row kernel");

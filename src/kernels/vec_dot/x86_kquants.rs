@@ -428,134 +428,164 @@ unsafe fn q3k_256_rows<const T: usize, const VNNI: bool>(n: usize, x: &[u8], ys:
     acc.map(|a| hsum256(a))
 }
 
-/// The body of the Q4_K and Q5_K AVX2 kernels (`HIGH`: Q5_K's fifth bit).
-macro_rules! q45k_256_body {
-    ($n:ident, $x:ident, $y:ident, $dp:ident, $bytes:expr, $qs_off:expr, $high:expr) => {{
-        let nb = super_blocks($n, $x, $y, $bytes);
-        let m4 = _mm256_set1_epi8(0x0f);
-        let m16 = _mm256_set1_epi8(0x10);
-        let mut acc = _mm256_setzero_ps();
-        for i in 0..nb {
-            let xb = $x.as_ptr().add(i * $bytes);
-            let yb = $y.as_ptr().add(i * Q8K_BYTES);
-            let yd = rd_f32(yb);
-            let dd = f16x2(xb);
-            let d = yd * _mm_cvtss_f32(dd);
-            let dmin = -yd * _mm_cvtss_f32(_mm_movehdup_ps(dd));
-            let q8 = yb.add(Q8K_QS);
-            let qs = xb.add($qs_off);
+/// `acc + madd(a, b)`: `vpdpwssd` (AVX-512VL + VNNI) when `VNNI`, `madd` + `add` otherwise.
+#[inline(always)]
+unsafe fn dp256<const VNNI: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    if VNNI {
+        dp256_vnni(acc, a, b)
+    } else {
+        dp256_avx2(acc, a, b)
+    }
+}
 
-            let sm = k4_scales_mins(xb.add(4));
-            let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-            // Each min twice, against the two bsums of its 32-weight sub-block.
-            let mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
-            let summ = _mm256_madd_epi16(mins, ld256(yb.add(Q8K_BSUMS)));
-            let hbits = if $high { ld256(xb.add(16)) } else { _mm256_setzero_si256() };
+/// The Q4_K and Q5_K (`HIGH`: the fifth bit) 256-bit kernel for one weight row against `T`
+/// activation rows; as [`q3k_256_rows`], the weight-only work is done once per super-block and
+/// each token goes through the one-token kernel's operations in its order.
+#[inline(always)]
+unsafe fn q45k_256_rows<const T: usize, const VNNI: bool, const HIGH: bool>(
+    n: usize,
+    x: &[u8],
+    ys: [&[u8]; T],
+) -> [f32; T] {
+    let (bytes, qs_off) = if HIGH { (Q5K_BYTES, 48) } else { (Q4K_BYTES, 16) };
+    let nb = super_blocks_each(n, x, &ys, bytes);
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m16 = _mm256_set1_epi8(0x10);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for i in 0..nb {
+        let xb = x.as_ptr().add(i * bytes);
+        let yb = ys.map(|y| y.as_ptr().add(i * Q8K_BYTES));
+        let dd = f16x2(xb);
+        let qs = xb.add(qs_off);
 
-            let mut sumi = _mm256_setzero_si256();
-            for j in 0..4 {
-                let bits = ld256(qs.add(32 * j));
-                let mut lo = _mm256_and_si256(bits, m4);
-                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
-                if $high {
-                    lo = _mm256_or_si256(lo, _mm256_and_si256(move_bit256(hbits, 2 * j as u32, 4), m16));
-                    hi = _mm256_or_si256(hi, _mm256_and_si256(move_bit256(hbits, 2 * j as u32 + 1, 4), m16));
-                }
+        let sm = k4_scales_mins(xb.add(4));
+        let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+        // Each min twice, against the two bsums of its 32-weight sub-block.
+        let mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+        let hbits = if HIGH { ld256(xb.add(16)) } else { _mm256_setzero_si256() };
+
+        let mut sumi = [_mm256_setzero_si256(); T];
+        for j in 0..4 {
+            let bits = ld256(qs.add(32 * j));
+            let mut lo = _mm256_and_si256(bits, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+            if HIGH {
+                lo = _mm256_or_si256(lo, _mm256_and_si256(move_bit256(hbits, 2 * j as u32, 4), m16));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(move_bit256(hbits, 2 * j as u32 + 1, 4), m16));
+            }
+            let s_lo = _mm256_shuffle_epi8(scales, ld256(PICK1_256.0[2 * j].as_ptr()));
+            let s_hi = _mm256_shuffle_epi8(scales, ld256(PICK1_256.0[2 * j + 1].as_ptr()));
+            for t in 0..T {
+                let q8 = yb[t].add(Q8K_QS);
                 let pl = _mm256_maddubs_epi16(lo, ld256(q8.add(64 * j)));
                 let ph = _mm256_maddubs_epi16(hi, ld256(q8.add(64 * j + 32)));
-                sumi = $dp(sumi, _mm256_shuffle_epi8(scales, ld256(PICK1_256.0[2 * j].as_ptr())), pl);
-                sumi = $dp(sumi, _mm256_shuffle_epi8(scales, ld256(PICK1_256.0[2 * j + 1].as_ptr())), ph);
+                sumi[t] = dp256::<VNNI>(dp256::<VNNI>(sumi[t], s_lo, pl), s_hi, ph);
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(summ), acc);
         }
-        hsum256(acc)
-    }};
+        for t in 0..T {
+            let yd = rd_f32(yb[t]);
+            let d = yd * _mm_cvtss_f32(dd);
+            let dmin = -yd * _mm_cvtss_f32(_mm_movehdup_ps(dd));
+            let summ = _mm256_madd_epi16(mins, ld256(yb[t].add(Q8K_BSUMS)));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(summ), acc[t]);
+        }
+    }
+    acc.map(|a| hsum256(a))
 }
 
-macro_rules! q6k_256_body {
-    ($n:ident, $x:ident, $y:ident, $dp:ident) => {{
-        let (n, x, y) = ($n, $x, $y);
-        let nb = super_blocks(n, x, y, Q6K_BYTES);
-        let m15 = _mm256_set1_epi8(0x0f);
-        let m48 = _mm256_set1_epi8(0x30);
-        let mut acc = _mm256_setzero_ps();
-        for i in 0..nb {
-            let xb = x.as_ptr().add(i * Q6K_BYTES);
-            let yb = y.as_ptr().add(i * Q8K_BYTES);
-            let d = rd_f32(yb) * f16_at(xb.add(208));
-            let q8 = yb.add(Q8K_QS);
+/// The Q6_K 256-bit kernel for one weight row against `T` activation rows (see
+/// [`q45k_256_rows`]).
+#[inline(always)]
+unsafe fn q6k_256_rows<const T: usize, const VNNI: bool>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f32; T] {
+    let nb = super_blocks_each(n, x, &ys, Q6K_BYTES);
+    let m15 = _mm256_set1_epi8(0x0f);
+    let m48 = _mm256_set1_epi8(0x30);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for i in 0..nb {
+        let xb = x.as_ptr().add(i * Q6K_BYTES);
+        let yb = ys.map(|y| y.as_ptr().add(i * Q8K_BYTES));
+        let dx = f16_at(xb.add(208));
+        let scales = _mm256_cvtepi8_epi16(ld128(xb.add(192)));
 
-            let scales = _mm256_cvtepi8_epi16(ld128(xb.add(192)));
-            // Quants are multiplied unsigned (0..64); take 32 * sum(scale * bsum) back off.
-            let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales, ld256(yb.add(Q8K_BSUMS))));
-
-            let mut sumi = _mm256_setzero_si256();
-            for h in 0..2 {
-                let sc_h = if h == 0 {
-                    _mm256_permute4x64_epi64::<0x44>(scales)
-                } else {
-                    _mm256_permute4x64_epi64::<0xee>(scales)
-                };
-                let ql0 = ld256(xb.add(64 * h));
-                let ql1 = ld256(xb.add(64 * h + 32));
-                let qh = ld256(xb.add(128 + 32 * h));
-                let q = [
-                    _mm256_or_si256(_mm256_and_si256(ql0, m15), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m48)),
-                    _mm256_or_si256(_mm256_and_si256(ql1, m15), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m48)),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m15), _mm256_and_si256(qh, m48)),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m15),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m48),
-                    ),
-                ];
-                for (k, &qk) in q.iter().enumerate() {
-                    let p = _mm256_maddubs_epi16(qk, ld256(q8.add(128 * h + 32 * k)));
-                    let s = _mm256_shuffle_epi8(sc_h, ld256(PICK2_256.0[k].as_ptr()));
-                    sumi = $dp(sumi, s, p);
+        let mut sumi = [_mm256_setzero_si256(); T];
+        for h in 0..2 {
+            let sc_h = if h == 0 {
+                _mm256_permute4x64_epi64::<0x44>(scales)
+            } else {
+                _mm256_permute4x64_epi64::<0xee>(scales)
+            };
+            let ql0 = ld256(xb.add(64 * h));
+            let ql1 = ld256(xb.add(64 * h + 32));
+            let qh = ld256(xb.add(128 + 32 * h));
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql0, m15), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m48)),
+                _mm256_or_si256(_mm256_and_si256(ql1, m15), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m48)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m15), _mm256_and_si256(qh, m48)),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m15),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m48),
+                ),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                let s = _mm256_shuffle_epi8(sc_h, ld256(PICK2_256.0[k].as_ptr()));
+                for t in 0..T {
+                    let p = _mm256_maddubs_epi16(qk, ld256(yb[t].add(Q8K_QS + 128 * h + 32 * k)));
+                    sumi[t] = dp256::<VNNI>(sumi[t], s, p);
                 }
             }
-            sumi = _mm256_sub_epi32(sumi, corr);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
         }
-        hsum256(acc)
-    }};
+        for t in 0..T {
+            let d = rd_f32(yb[t]) * dx;
+            // Quants are multiplied unsigned (0..64); take 32 * sum(scale * bsum) back off.
+            let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales, ld256(yb[t].add(Q8K_BSUMS))));
+            let s = _mm256_sub_epi32(sumi[t], corr);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
+        }
+    }
+    acc.map(|a| hsum256(a))
 }
 
-macro_rules! iq4xs_256_body {
-    ($n:ident, $x:ident, $y:ident, $dp:ident) => {{
-        let (n, x, y) = ($n, $x, $y);
-        let nb = super_blocks(n, x, y, IQ4XS_BYTES);
-        let m4 = _mm256_set1_epi8(0x0f);
-        let values = _mm256_broadcastsi128_si256(ld128(KVALUES.as_ptr() as *const u8));
-        let mut acc = _mm256_setzero_ps();
-        for i in 0..nb {
-            let xb = x.as_ptr().add(i * IQ4XS_BYTES);
-            let yb = y.as_ptr().add(i * Q8K_BYTES);
-            let d = rd_f32(yb) * f16_at(xb);
-            let q8 = yb.add(Q8K_QS);
-            let scales = _mm256_broadcastsi128_si256(iq4xs_scales_i16(xb));
+/// The IQ4_XS 256-bit kernel for one weight row against `T` activation rows (see
+/// [`q45k_256_rows`]).
+#[inline(always)]
+unsafe fn iq4xs_256_rows<const T: usize, const VNNI: bool>(n: usize, x: &[u8], ys: [&[u8]; T]) -> [f32; T] {
+    let nb = super_blocks_each(n, x, &ys, IQ4XS_BYTES);
+    let m4 = _mm256_set1_epi8(0x0f);
+    let values = _mm256_broadcastsi128_si256(ld128(KVALUES.as_ptr() as *const u8));
+    let mut acc = [_mm256_setzero_ps(); T];
+    for i in 0..nb {
+        let xb = x.as_ptr().add(i * IQ4XS_BYTES);
+        let yb = ys.map(|y| y.as_ptr().add(i * Q8K_BYTES));
+        let dx = f16_at(xb);
+        let scales = _mm256_broadcastsi128_si256(iq4xs_scales_i16(xb));
 
-            let mut sumi = _mm256_setzero_si256();
-            for m in 0..4 {
-                // 32 index bytes: sub-block 2m in the low 16, 2m + 1 in the high 16.
-                let bits = ld256(xb.add(8 + 32 * m));
-                let lo = _mm256_shuffle_epi8(values, _mm256_and_si256(bits, m4));
-                let hi = _mm256_shuffle_epi8(values, _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4));
-                let k0 = _mm256_permute2x128_si256::<0x20>(lo, hi);
-                let k1 = _mm256_permute2x128_si256::<0x31>(lo, hi);
+        let mut sumi = [_mm256_setzero_si256(); T];
+        for m in 0..4 {
+            // 32 index bytes: sub-block 2m in the low 16, 2m + 1 in the high 16.
+            let bits = ld256(xb.add(8 + 32 * m));
+            let lo = _mm256_shuffle_epi8(values, _mm256_and_si256(bits, m4));
+            let hi = _mm256_shuffle_epi8(values, _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4));
+            let k0 = _mm256_permute2x128_si256::<0x20>(lo, hi);
+            let k1 = _mm256_permute2x128_si256::<0x31>(lo, hi);
+            let s0 = _mm256_shuffle_epi8(scales, ld256(PICK1_256.0[2 * m].as_ptr()));
+            let s1 = _mm256_shuffle_epi8(scales, ld256(PICK1_256.0[2 * m + 1].as_ptr()));
+            for t in 0..T {
+                let q8 = yb[t].add(Q8K_QS);
                 let y0 = ld256(q8.add(64 * m));
                 let y1 = ld256(q8.add(64 * m + 32));
                 // |q8| (<= 128, unsigned) × kvalue with q8's sign (|kvalue| <= 127): exact.
                 let p0 = _mm256_maddubs_epi16(_mm256_abs_epi8(y0), _mm256_sign_epi8(k0, y0));
                 let p1 = _mm256_maddubs_epi16(_mm256_abs_epi8(y1), _mm256_sign_epi8(k1, y1));
-                sumi = $dp(sumi, _mm256_shuffle_epi8(scales, ld256(PICK1_256.0[2 * m].as_ptr())), p0);
-                sumi = $dp(sumi, _mm256_shuffle_epi8(scales, ld256(PICK1_256.0[2 * m + 1].as_ptr())), p1);
+                sumi[t] = dp256::<VNNI>(dp256::<VNNI>(sumi[t], s0, p0), s1, p1);
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
         }
-        hsum256(acc)
-    }};
+        for t in 0..T {
+            let d = rd_f32(yb[t]) * dx;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        }
+    }
+    acc.map(|a| hsum256(a))
 }
 
 /// `acc + madd(a, b)` with AVX2.
@@ -595,28 +625,45 @@ macro_rules! avx2_pair {
     };
 }
 
-avx2_pair!("Q2_K", q2k_avx2, q2k_vnni256, q2k_256_body);
-/// Q3_K · Q8_K with AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q3k_avx2(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    q3k_256_rows::<1, false>(n, x, [y])[0]
+/// Defines the AVX2 one-token and four-token kernels of a token-generic 256-bit body and its
+/// AVX-512VL + VNNI one-token twin.
+macro_rules! avx2_rows {
+    ($what:literal, $avx2:ident, $avx2_x4:ident, $vnni:ident, $rows:ident $(, $arg:expr)*) => {
+        #[doc = concat!($what, " · Q8_K with AVX2.")]
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, FMA and F16C.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $avx2(n: usize, x: &[u8], y: &[u8]) -> f32 {
+            $rows::<1, false $(, $arg)*>(n, x, [y])[0]
+        }
+
+        #[doc = concat!($what, " · Q8_K with AVX2, one weight row against four activation rows.")]
+        ///
+        /// # Safety
+        /// The CPU must support AVX2, FMA and F16C.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $avx2_x4(n: usize, x: &[u8], ys: [&[u8]; 4]) -> [f32; 4] {
+            $rows::<4, false $(, $arg)*>(n, x, ys)
+        }
+
+        #[doc = concat!($what, " · Q8_K with 256-bit registers and AVX-512VL + VNNI `vpdpwssd`.")]
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512 F, BW, VL, DQ, VNNI and F16C.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
+        unsafe fn $vnni(n: usize, x: &[u8], y: &[u8]) -> f32 {
+            $rows::<1, true $(, $arg)*>(n, x, [y])[0]
+        }
+    };
 }
 
-/// Q3_K · Q8_K with 256-bit registers and AVX-512VL + VNNI `vpdpwssd`.
-///
-/// # Safety
-/// The CPU must support AVX-512 F, BW, VL, DQ, VNNI and F16C.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c")]
-unsafe fn q3k_vnni256(n: usize, x: &[u8], y: &[u8]) -> f32 {
-    q3k_256_rows::<1, true>(n, x, [y])[0]
-}
-avx2_pair!("Q4_K", q4k_avx2, q4k_vnni256, q45k_256_body, Q4K_BYTES, 16, false);
-avx2_pair!("Q5_K", q5k_avx2, q5k_vnni256, q45k_256_body, Q5K_BYTES, 48, true);
-avx2_pair!("Q6_K", q6k_avx2, q6k_vnni256, q6k_256_body);
-avx2_pair!("IQ4_XS", iq4xs_avx2, iq4xs_vnni256, iq4xs_256_body);
+avx2_pair!("Q2_K", q2k_avx2, q2k_vnni256, q2k_256_body);
+avx2_rows!("Q3_K", q3k_avx2, q3k_avx2_x4, q3k_vnni256, q3k_256_rows);
+avx2_rows!("Q4_K", q4k_avx2, q4k_avx2_x4, q4k_vnni256, q45k_256_rows, false);
+avx2_rows!("Q5_K", q5k_avx2, q5k_avx2_x4, q5k_vnni256, q45k_256_rows, true);
+avx2_rows!("Q6_K", q6k_avx2, q6k_avx2_x4, q6k_vnni256, q6k_256_rows);
+avx2_rows!("IQ4_XS", iq4xs_avx2, iq4xs_avx2_x4, iq4xs_vnni256, iq4xs_256_rows);
 
 // --------------------------------------------------------------------------------------------
 // AVX-512: each kernel body is a macro instantiated twice, with the scale step `$dp` either
@@ -1130,6 +1177,30 @@ pub(super) fn avx512_x4(ty: GgmlType) -> Option<super::VecDot4Fn> {
         GgmlType::Q3_K if variant(ty, Variant::Vnni256).is_some() => Some(q3k_vnni256_x4_s),
         _ => None,
     }
+}
+
+/// The AVX2 four-token kernel matching what [`avx2`] hands out for `ty` (Q3_K, Q4_K, Q5_K, Q6_K
+/// and IQ4_XS; callers have checked AVX2 and FMA as for [`avx2`]).
+pub(super) fn avx2_x4(ty: GgmlType) -> Option<super::VecDot4Fn> {
+    macro_rules! x4 {
+        ($kernel:ident) => {{
+            fn safe(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]) {
+                // SAFETY: only handed out where `avx2` hands out the one-token kernel, whose
+                // features (AVX2, FMA, F16C; checked there) are these.
+                *out = unsafe { $kernel(n, x, ys) };
+            }
+            safe as super::VecDot4Fn
+        }};
+    }
+    variant(ty, Variant::Avx2)?;
+    Some(match ty {
+        GgmlType::Q3_K => x4!(q3k_avx2_x4),
+        GgmlType::Q4_K => x4!(q4k_avx2_x4),
+        GgmlType::Q5_K => x4!(q5k_avx2_x4),
+        GgmlType::Q6_K => x4!(q6k_avx2_x4),
+        GgmlType::IQ4_XS => x4!(iq4xs_avx2_x4),
+        _ => return None,
+    })
 }
 
 // --------------------------------------------------------------------------------------------
