@@ -15,7 +15,7 @@ use evalq::formats::{self, dequantize};
 use evalq::gguf::GgmlType;
 use evalq::kernels::matmul_f32::matmul_with;
 use evalq::kernels::matmul_q::{self, activation_quantizer_with};
-use evalq::kernels::{vec_dot, Isa};
+use evalq::kernels::{packed, vec_dot, Isa};
 
 /// The weight types with block kernels, as evalq's file types use them.
 const QUANTIZED: [GgmlType; 14] = [
@@ -151,6 +151,9 @@ fn bench_vec_dot(c: &mut Criterion) {
 /// The whole quantized product `y = x · Wᵀ` for ffn_down (576 × 1536) as the forward pass runs
 /// it (activation quantization, threads, the four- and eight-token kernels), for one token
 /// (generation) and for 64 (a slice of a prompt). Bytes are the weights, read once per call.
+/// Where the instruction set repacks a format (`kernels::packed`), the packed product is what
+/// the forward pass runs, and it is measured under `<isa>/<type>/packed` beside the row-major
+/// one.
 fn bench_matmul_q(c: &mut Criterion) {
     let (rows, cols) = (576, 1536);
     let mut g = c.benchmark_group("matmul_q");
@@ -158,6 +161,7 @@ fn bench_matmul_q(c: &mut Criterion) {
     for isa in Isa::available() {
         for ty in QUANTIZED {
             let w = quantized(ty, &noise(rows * cols, 5));
+            let p = packed::packable(ty, rows, isa).then(|| packed::pack(ty, rows, cols, &w));
             for nt in [1usize, 64] {
                 let x = noise(nt * cols, 6);
                 let mut y = vec![0f32; nt * rows];
@@ -166,6 +170,12 @@ fn bench_matmul_q(c: &mut Criterion) {
                 g.bench_function(BenchmarkId::new(format!("{}/{}", isa.name(), ty.name()), format!("{nt}tok")), |b| {
                     b.iter(|| matmul_q::matmul_with(isa, ty, &w, rows, cols, &x, &mut y, nt, &mut scratch))
                 });
+                if let Some(p) = &p {
+                    let id = BenchmarkId::new(format!("{}/{}/packed", isa.name(), ty.name()), format!("{nt}tok"));
+                    g.bench_function(id, |b| {
+                        b.iter(|| matmul_q::matmul_packed(isa, ty, p, rows, cols, &x, &mut y, nt, &mut scratch))
+                    });
+                }
             }
         }
     }

@@ -680,48 +680,4 @@ mod tests {
             assert_eq!(f(n, &vec![0u8; xl], &vec![0u8; yl]), 0.0, "{}", v.name);
         }
     }
-
-    /// Throughput of the kernels against the scalar twins: a 576x1536 weight matrix times one
-    /// activation row. `cargo test --release --lib vec_dot_neon_legacy_throughput -- --ignored
-    /// --nocapture` (meaningless under an emulator).
-    #[test]
-    #[ignore]
-    fn vec_dot_neon_legacy_throughput() {
-        let (rows, cols) = (576usize, 1536usize);
-        let mut rng = Rng(99);
-        for ty in [
-            GgmlType::F16,
-            GgmlType::Q4_0,
-            GgmlType::Q8_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::IQ4_NL,
-            GgmlType::BF16,
-        ] {
-            let vdt = traits(ty).vec_dot_type;
-            let w = quantize(ty, &(0..rows * cols).map(|_| rng.f()).collect::<Vec<_>>());
-            let a = quantize(vdt, &(0..cols).map(|_| rng.f()).collect::<Vec<_>>());
-            let row = w.len() / rows;
-            let mut cands: Vec<(String, VecDotFn)> = vec![("scalar".into(), traits(ty).vec_dot.unwrap())];
-            cands.extend(variants().into_iter().filter(|v| v.ty == ty).map(|v| (v.name, v.f)));
-            for (name, f) in cands {
-                // Best of many single matmuls: robust to time slices lost on a shared machine.
-                let reps = if name == "scalar" { 30 } else { 2000 };
-                let mut best = f64::MAX;
-                let mut sink = 0f32;
-                for _ in 0..reps {
-                    let t = std::time::Instant::now();
-                    for r in 0..rows {
-                        sink += f(cols, &w[r * row..(r + 1) * row], &a);
-                    }
-                    best = best.min(t.elapsed().as_secs_f64());
-                }
-                println!(
-                    "{ty:>6} {name:<22} {:8.2} GB/s of weights ({:.1} us per matmul) [{sink:.1}]",
-                    w.len() as f64 / best / 1e9,
-                    best * 1e6
-                );
-            }
-        }
-    }
 }
