@@ -182,5 +182,32 @@ fn bench_matmul_q(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_dequantize, bench_matmul_f32, bench_vec_dot, bench_matmul_q);
+/// Generation through the tied output projection (49152 × 576, 28-54 MB): one token, weights
+/// streamed from memory rather than cache, in bytes of weights per second, the figure to hold
+/// against `evalq bench bandwidth`. Q8_0 (token_embd of every mix) and F16, through the path
+/// the forward pass takes on each instruction set (packed where that exists).
+fn bench_matmul_q_output(c: &mut Criterion) {
+    let (rows, cols) = (49152, 576);
+    let mut g = c.benchmark_group("matmul_q_output");
+    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    for isa in Isa::available() {
+        for ty in [GgmlType::Q8_0, GgmlType::F16] {
+            let w = quantized(ty, &noise(rows * cols, 5));
+            let p = packed::packable(ty, rows, isa).then(|| packed::pack(ty, rows, cols, &w));
+            let x = noise(cols, 6);
+            let mut y = vec![0f32; rows];
+            let mut scratch = Vec::new();
+            g.throughput(Throughput::Bytes(w.len() as u64));
+            g.bench_function(BenchmarkId::new(isa.name(), ty.name()), |b| {
+                b.iter(|| match &p {
+                    Some(p) => matmul_q::matmul_packed(isa, ty, p, rows, cols, &x, &mut y, 1, &mut scratch),
+                    None => matmul_q::matmul_with(isa, ty, &w, rows, cols, &x, &mut y, 1, &mut scratch),
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_dequantize, bench_matmul_f32, bench_vec_dot, bench_matmul_q, bench_matmul_q_output);
 criterion_main!(benches);

@@ -676,13 +676,13 @@ mod tests {
     #[test]
     fn matmul_q_matches_one_row_kernels_bits() {
         use GgmlType as T;
-        let types = [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::IQ4_NL, T::Q4_K];
+        let types = [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::IQ4_NL, T::Q4_K, T::Q6_K, T::F16, T::BF16];
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         for isa in Isa::available() {
             for ty in types {
                 // 576 columns is 18 legacy blocks; Q4_K needs whole 256-weight blocks. 70 rows
                 // make two generation tasks and, for 576 columns, two weight blocks.
-                let cols = if ty == T::Q4_K { 512 } else { 576 };
+                let cols = if ty.block_size() == 256 { 512 } else { 576 };
                 let rows = 70;
                 let w = weights(ty, rows, cols);
                 for n_tokens in [1usize, 3, 4, 7, 16, 17, 35, 70] {
