@@ -106,20 +106,18 @@ unsafe fn attend_rows_avx2(
     attend_rows_impl::<x86::Avx2>(s, q, kt, v, t0, heads, scores, out)
 }
 
-/// `N` f32 lanes (16, but for [`x86::Avx2x8`]): the only operations attention needs, each
-/// lane-wise and exactly rounded (separate multiply and add, never fused), so every
-/// implementation gives the same bits.
+/// Sixteen f32 lanes: the only operations attention needs, each lane-wise and exactly rounded
+/// (separate multiply and add, never fused), so every implementation gives the same bits.
 trait V16: Copy {
-    /// Lanes: 16 for the vectors values are summed in; a score vector may have fewer.
-    const N: usize = 16;
-    /// The vector [`scores_block`] computes keys' scores in: `Self`, or a narrower one where
-    /// 8 partial sums of 16 lanes for several queries would not fit the register file.
-    type Score: V16;
+    /// Whether [`scores_block`] computes its eight partial sums one after the other (only as
+    /// many live vectors as queries) rather than side by side (eight per query): for register
+    /// files where 8 x 4 of these vectors would spill, as 64 256-bit registers did on AVX2.
+    const ONE_PARTIAL_AT_A_TIME: bool = false;
     /// # Safety
-    /// `p` must point to `N` readable f32 values.
+    /// `p` must point to 16 readable f32 values.
     unsafe fn load(p: *const f32) -> Self;
     /// # Safety
-    /// `p` must point to `N` writable f32 values.
+    /// `p` must point to 16 writable f32 values.
     unsafe fn store(self, p: *mut f32);
     fn splat(x: f32) -> Self;
     fn zero() -> Self {
@@ -136,7 +134,6 @@ trait V16: Copy {
 struct Scalar16([f32; 16]);
 
 impl V16 for Scalar16 {
-    type Score = Self;
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
         Scalar16(std::ptr::read_unaligned(p as *const [f32; 16]))
@@ -173,7 +170,6 @@ mod x86 {
     pub struct Avx512(__m512);
 
     impl V16 for Avx512 {
-        type Score = Self;
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
             Avx512(_mm512_loadu_ps(p))
@@ -209,9 +205,7 @@ mod x86 {
     pub struct Avx2(__m256, __m256);
 
     impl V16 for Avx2 {
-        // Scores go eight keys at a time: 8 partial sums x 4 queries of two registers each
-        // were 64 registers, and the spills were most of the attention time on AVX2.
-        type Score = Avx2x8;
+        const ONE_PARTIAL_AT_A_TIME: bool = true;
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
             Avx2(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
@@ -245,42 +239,6 @@ mod x86 {
         }
     }
 
-    /// One 256-bit register: eight keys' scores at a time on AVX2.
-    #[derive(Clone, Copy)]
-    pub struct Avx2x8(__m256);
-
-    impl V16 for Avx2x8 {
-        const N: usize = 8;
-        type Score = Self;
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            Avx2x8(_mm256_loadu_ps(p))
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            _mm256_storeu_ps(p, self.0)
-        }
-        #[inline(always)]
-        fn splat(x: f32) -> Self {
-            // SAFETY: only reached from functions compiled with AVX2 enabled.
-            unsafe { Avx2x8(_mm256_set1_ps(x)) }
-        }
-        #[inline(always)]
-        fn mul_add_sep(self, a: Self, b: Self) -> Self {
-            // SAFETY: as above.
-            unsafe { Avx2x8(_mm256_add_ps(self.0, _mm256_mul_ps(a.0, b.0))) }
-        }
-        #[inline(always)]
-        fn add(self, b: Self) -> Self {
-            // SAFETY: as above.
-            unsafe { Avx2x8(_mm256_add_ps(self.0, b.0)) }
-        }
-        #[inline(always)]
-        fn mul(self, b: Self) -> Self {
-            // SAFETY: as above.
-            unsafe { Avx2x8(_mm256_mul_ps(self.0, b.0)) }
-        }
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -632,46 +590,43 @@ unsafe fn scores_block<V: V16, const NQ: usize>(
     let hd = qs[0].len();
     debug_assert!(kt.len() >= (hd.max(1) - 1) * stride + j0 + 16 && scores.len() >= (NQ - 1) * row + j0 + 16);
     let main = hd / 8 * 8;
-    for sub in (j0..j0 + KEY_BLOCK).step_by(V::Score::N) {
-        let key = |e: usize| V::Score::load(kt.as_ptr().add(e * stride + sub));
-        let mut res = [V::Score::zero(); NQ];
-        let mut acc = [[V::Score::zero(); 8]; NQ];
-        if V::Score::N == 16 {
-            for c in (0..main).step_by(8) {
-                for l in 0..8 {
-                    let k = key(c + l);
-                    for i in 0..NQ {
-                        acc[i][l] = acc[i][l].mul_add_sep(V::Score::splat(*qs[i].get_unchecked(c + l)), k);
-                    }
-                }
-            }
-        } else {
-            // The same sums one partial sum at a time, so that only NQ of them are live in the
-            // loop (8 x NQ did not fit sixteen 256-bit registers).
+    let key = |e: usize| V::load(kt.as_ptr().add(e * stride + j0));
+    let mut res = [V::zero(); NQ];
+    let mut acc = [[V::zero(); 8]; NQ];
+    if !V::ONE_PARTIAL_AT_A_TIME {
+        for c in (0..main).step_by(8) {
             for l in 0..8 {
-                let mut a = [V::Score::zero(); NQ];
-                for c in (0..main).step_by(8) {
-                    let k = key(c + l);
-                    for i in 0..NQ {
-                        a[i] = a[i].mul_add_sep(V::Score::splat(*qs[i].get_unchecked(c + l)), k);
-                    }
-                }
+                let k = key(c + l);
                 for i in 0..NQ {
-                    acc[i][l] = a[i];
+                    acc[i][l] = acc[i][l].mul_add_sep(V::splat(*qs[i].get_unchecked(c + l)), k);
                 }
             }
         }
-        for i in 0..NQ {
-            let a = &acc[i];
-            let mut sum = (a[0].add(a[4]).add(a[2].add(a[6]))).add(a[1].add(a[5]).add(a[3].add(a[7])));
-            for e in main..hd {
-                sum = sum.mul_add_sep(V::Score::splat(qs[i][e]), key(e));
+    } else {
+        // The same sums one partial sum at a time, so that only NQ of them are live.
+        for l in 0..8 {
+            let mut a = [V::zero(); NQ];
+            for c in (0..main).step_by(8) {
+                let k = key(c + l);
+                for i in 0..NQ {
+                    a[i] = a[i].mul_add_sep(V::splat(*qs[i].get_unchecked(c + l)), k);
+                }
             }
-            res[i] = sum.mul(V::Score::splat(scale));
+            for i in 0..NQ {
+                acc[i][l] = a[i];
+            }
         }
-        for (i, r) in res.iter().enumerate() {
-            r.store(scores.as_mut_ptr().add(i * row + sub));
+    }
+    for i in 0..NQ {
+        let a = &acc[i];
+        let mut sum = (a[0].add(a[4]).add(a[2].add(a[6]))).add(a[1].add(a[5]).add(a[3].add(a[7])));
+        for e in main..hd {
+            sum = sum.mul_add_sep(V::splat(qs[i][e]), key(e));
         }
+        res[i] = sum.mul(V::splat(scale));
+    }
+    for (i, r) in res.iter().enumerate() {
+        r.store(scores.as_mut_ptr().add(i * row + j0));
     }
 }
 

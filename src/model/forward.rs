@@ -32,7 +32,10 @@ pub struct State {
     /// positions per vector; values are per layer (n_ctx, n_kv_head * head_dim).
     k_cache: Vec<f32>,
     v_cache: Vec<f32>,
-    /// Row length of the transposed keys: n_ctx rounded up to whole key blocks.
+    /// Row length of the transposed keys: n_ctx rounded up to whole key blocks, plus one block.
+    /// The extra 64 bytes keep a key block's 64 dimension rows off the same few L1 sets: with
+    /// rows of exactly 2 KiB (n_ctx 512) they fell on two sets of the 8-way cache and every
+    /// score read missed L1.
     kt_stride: usize,
     /// Tokens already in the cache: the position of the next token.
     pos: usize,
@@ -63,8 +66,8 @@ impl State {
             k: vec![0.0; n_ctx * c.kv_dim()],
             v: vec![0.0; n_ctx * c.kv_dim()],
             att: vec![0.0; n_ctx * c.q_dim()],
-            k_cache: vec![0.0; c.n_layer * n_ctx.next_multiple_of(KEY_BLOCK) * c.kv_dim()],
-            kt_stride: n_ctx.next_multiple_of(KEY_BLOCK),
+            k_cache: vec![0.0; c.n_layer * (n_ctx.next_multiple_of(KEY_BLOCK) + KEY_BLOCK) * c.kv_dim()],
+            kt_stride: n_ctx.next_multiple_of(KEY_BLOCK) + KEY_BLOCK,
             v_cache: vec![0.0; c.n_layer * n_ctx * c.kv_dim()],
             pos: 0,
             proj: vec![0.0; n_ctx * c.d_model],
