@@ -377,25 +377,58 @@ impl Values<'_> {
         out: *mut f32,
         dst: [usize; NQ],
     ) {
-        let last = self.first + NQ - 1;
         debug_assert!((0..NQ).all(|i| scores[i].len() > self.first + i));
-        for e0 in (0..main).step_by(16) {
-            let row = |j: usize| V::load(self.v.as_ptr().add(j * self.stride + self.off + e0));
-            let mut o = [V::zero(); NQ];
-            for j in 0..=self.first {
-                let vj = row(j);
+        let mut e0 = 0;
+        if NQ == 1 {
+            // One query (generation): 64 dimensions per pass, so each value row is read once
+            // rather than once per 16 dimensions (the rows come from L2 or farther then).
+            while e0 + 64 <= main {
+                self.weighted_sum_dims::<V, NQ, 4>(&scores, e0, out, &dst);
+                e0 += 64;
+            }
+        }
+        while e0 < main {
+            self.weighted_sum_dims::<V, NQ, 1>(&scores, e0, out, &dst);
+            e0 += 16;
+        }
+    }
+
+    /// [`Values::weighted_sum`] for dimensions `e0..e0 + 16 * W`: each output is the same
+    /// sum in the same order whatever `W`.
+    ///
+    /// # Safety
+    /// As for [`Values::weighted_sum`], with `e0 + 16 * W <= main`.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn weighted_sum_dims<V: V16, const NQ: usize, const W: usize>(
+        &self,
+        scores: &[&[f32]; NQ],
+        e0: usize,
+        out: *mut f32,
+        dst: &[usize; NQ],
+    ) {
+        let last = self.first + NQ - 1;
+        let row = |j: usize, w: usize| V::load(self.v.as_ptr().add(j * self.stride + self.off + e0 + 16 * w));
+        let mut o = [[V::zero(); W]; NQ];
+        for j in 0..=self.first {
+            for w in 0..W {
+                let vj = row(j, w);
                 for i in 0..NQ {
-                    o[i] = o[i].mul_add_sep(V::splat(*scores[i].get_unchecked(j)), vj);
+                    o[i][w] = o[i][w].mul_add_sep(V::splat(*scores[i].get_unchecked(j)), vj);
                 }
             }
-            for j in self.first + 1..=last {
-                let vj = row(j);
+        }
+        for j in self.first + 1..=last {
+            for w in 0..W {
+                let vj = row(j, w);
                 for i in j - self.first..NQ {
-                    o[i] = o[i].mul_add_sep(V::splat(*scores[i].get_unchecked(j)), vj);
+                    o[i][w] = o[i][w].mul_add_sep(V::splat(*scores[i].get_unchecked(j)), vj);
                 }
             }
-            for i in 0..NQ {
-                o[i].store(out.add(dst[i] + e0));
+        }
+        for i in 0..NQ {
+            for w in 0..W {
+                o[i][w].store(out.add(dst[i] + e0 + 16 * w));
             }
         }
     }
