@@ -569,13 +569,19 @@ const QX_TRIES: usize = 18;
 /// same bits, `qx_try_sums_simd_matches_scalar`), else the scalar loop.
 fn qx_try_sums(nmax: i32, x: &[f32], iscales: &[f32; QX_TRIES], weight: impl Fn(f32) -> f32) -> ([f32; QX_TRIES], [f32; QX_TRIES]) {
     #[cfg(target_arch = "x86_64")]
-    if x.len() <= 256 && x86_qx::available() {
+    if x.len() <= 256 && (x86_qx::available() || x86_qx::available_avx2()) {
         let mut w = [0f32; 256];
         for (wi, &xi) in w.iter_mut().zip(x) {
             *wi = weight(xi);
         }
-        // SAFETY: `available` confirmed AVX-512 F/BW/VL/DQ.
-        return unsafe { x86_qx::try_sums(nmax, x, &w[..x.len()], iscales) };
+        // SAFETY: `available` confirmed AVX-512 F/BW/VL/DQ, `available_avx2` AVX2.
+        return unsafe {
+            if x86_qx::available() {
+                x86_qx::try_sums(nmax, x, &w[..x.len()], iscales)
+            } else {
+                x86_qx::try_sums_avx2(nmax, x, &w[..x.len()], iscales)
+            }
+        };
     }
     qx_try_sums_scalar(nmax, x, iscales, weight)
 }
@@ -604,6 +610,42 @@ mod x86_qx {
 
     pub(super) fn available() -> bool {
         crate::kernels::Isa::Avx512.is_available()
+    }
+
+    pub(super) fn available_avx2() -> bool {
+        crate::kernels::Isa::Avx2.is_available()
+    }
+
+    /// [`try_sums`] with AVX2: tries 0..8, 8..16 and 16..18 in three registers.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn try_sums_avx2(nmax: i32, x: &[f32], w: &[f32], iscales: &[f32; QX_TRIES]) -> ([f32; QX_TRIES], [f32; QX_TRIES]) {
+        let mut pad = [0f32; 24];
+        pad[..QX_TRIES].copy_from_slice(iscales);
+        let is: [__m256; 3] = std::array::from_fn(|h| _mm256_loadu_ps(pad.as_ptr().add(8 * h)));
+        let (lo, hi) = (_mm256_set1_epi32(-nmax), _mm256_set1_epi32(nmax - 1));
+        let (magic, mant, half) = (_mm256_set1_ps(12_582_912.0), _mm256_set1_epi32(0x007f_ffff), _mm256_set1_epi32(0x0040_0000));
+        let mut lx = [_mm256_setzero_ps(); 3];
+        let mut l2 = [_mm256_setzero_ps(); 3];
+        for (&xi, &wi) in x.iter().zip(w) {
+            let (xv, wv) = (_mm256_set1_ps(xi), _mm256_set1_ps(wi));
+            let wx = _mm256_mul_ps(wv, xv);
+            for h in 0..3 {
+                let v = _mm256_add_ps(_mm256_mul_ps(is[h], xv), magic);
+                let q = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(v), mant), half);
+                let qf = _mm256_cvtepi32_ps(_mm256_min_epi32(_mm256_max_epi32(q, lo), hi));
+                lx[h] = _mm256_add_ps(lx[h], _mm256_mul_ps(wx, qf));
+                l2[h] = _mm256_add_ps(l2[h], _mm256_mul_ps(_mm256_mul_ps(wv, qf), qf));
+            }
+        }
+        let (mut a, mut b) = ([0f32; 24], [0f32; 24]);
+        for h in 0..3 {
+            _mm256_storeu_ps(a.as_mut_ptr().add(8 * h), lx[h]);
+            _mm256_storeu_ps(b.as_mut_ptr().add(8 * h), l2[h]);
+        }
+        (a[..QX_TRIES].try_into().expect("18"), b[..QX_TRIES].try_into().expect("18"))
     }
 
     /// Tries 0..16 in one register and 16..18 in another; `nearest_int` is the same magic
@@ -782,7 +824,7 @@ fn make_qkx2_quants_with(
         return (scale, -min);
     }
     #[cfg(target_arch = "x86_64")]
-    if simd && n <= 32 && nstep < 32 && x86_qkx2::available() {
+    if simd && n <= 32 && nstep < 32 && (x86_qkx2::available() || x86_qkx2::available_avx2()) {
         // The tries from `first` on, one per lane, with the current `min`; the first that
         // beats the best error wins as in the sequential loop, and since a win changes `min`
         // (which every later try reads), the later tries are run again from there.
@@ -792,8 +834,14 @@ fn make_qkx2_quants_with(
             for (k, v) in iscales.iter_mut().enumerate().take(nstep as usize + 1 - first) {
                 *v = (rmin + rdelta * (first + k) as f32 + nmaxf) / (max - min);
             }
-            // SAFETY: `available` confirmed AVX-512 F/BW/VL/DQ.
-            let tries = unsafe { x86_qkx2::tries(nmax, x, weights, &iscales, min, sum_w, sum_x, use_mad) };
+            // SAFETY: `available` confirmed AVX-512 F/BW/VL/DQ, `available_avx2` AVX2.
+            let tries = unsafe {
+                if x86_qkx2::available() {
+                    x86_qkx2::tries(nmax, x, weights, &iscales, min, sum_w, sum_x, use_mad)
+                } else {
+                    x86_qkx2::tries_avx2(nmax, x, weights, &iscales, min, sum_w, sum_x, use_mad)
+                }
+            };
             let next = (0..=nstep as usize - first).find(|&k| tries[k].valid && tries[k].error < best_error);
             let Some(k) = next else { break };
             let t = tries[k];
@@ -858,6 +906,73 @@ mod x86_qkx2 {
 
     pub(super) fn available() -> bool {
         crate::kernels::Isa::Avx512.is_available()
+    }
+
+    pub(super) fn available_avx2() -> bool {
+        crate::kernels::Isa::Avx2.is_available()
+    }
+
+    /// [`tries`] with AVX2, eight tries per register; a lane's compare result is an all-ones
+    /// mask, applied with a blend where the AVX-512 code uses a mask register.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; `x.len() <= 32`.
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tries_avx2(
+        nmax: i32,
+        x: &[f32],
+        weights: &[f32],
+        iscales: &[f32; 32],
+        min: f32,
+        sum_w: f32,
+        sum_x: f32,
+        use_mad: bool,
+    ) -> [Try; 32] {
+        let (magic, mant, half) = (_mm256_set1_ps(12_582_912.0), _mm256_set1_epi32(0x007f_ffff), _mm256_set1_epi32(0x0040_0000));
+        let (zero_i, nmax_v) = (_mm256_setzero_si256(), _mm256_set1_epi32(nmax));
+        let (zero, abs_mask) = (_mm256_setzero_ps(), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
+        let mut out = [Try::default(); 32];
+        for h in 0..4 {
+            let is = _mm256_loadu_ps(iscales.as_ptr().add(8 * h));
+            let quant = |xi: f32| {
+                let v = _mm256_add_ps(_mm256_mul_ps(is, _mm256_set1_ps(xi - min)), magic);
+                let l = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(v), mant), half);
+                _mm256_cvtepi32_ps(_mm256_min_epi32(_mm256_max_epi32(l, zero_i), nmax_v))
+            };
+            let (mut sl, mut sl2, mut sxl) = (zero, zero, zero);
+            for (&xi, &wi) in x.iter().zip(weights) {
+                let lf = quant(xi);
+                let w = _mm256_set1_ps(wi);
+                let wl = _mm256_mul_ps(w, lf);
+                sl = _mm256_add_ps(sl, wl);
+                sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(wl, lf));
+                sxl = _mm256_add_ps(sxl, _mm256_mul_ps(wl, _mm256_set1_ps(xi)));
+            }
+            let (sw, sx) = (_mm256_set1_ps(sum_w), _mm256_set1_ps(sum_x));
+            let det = _mm256_sub_ps(_mm256_mul_ps(sw, sl2), _mm256_mul_ps(sl, sl));
+            let valid = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(det, zero));
+            let mut scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sw, sxl), _mm256_mul_ps(sx, sl)), det);
+            let mut mn = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sl2, sx), _mm256_mul_ps(sl, sxl)), det);
+            let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(mn, zero);
+            mn = _mm256_blendv_ps(mn, zero, pos);
+            scale = _mm256_blendv_ps(scale, _mm256_div_ps(sxl, sl2), pos);
+            let mut err = zero;
+            for (&xi, &wi) in x.iter().zip(weights) {
+                let lf = quant(xi);
+                let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, lf), mn), _mm256_set1_ps(xi));
+                let e = if use_mad { _mm256_and_ps(diff, abs_mask) } else { _mm256_mul_ps(diff, diff) };
+                err = _mm256_add_ps(err, _mm256_mul_ps(_mm256_set1_ps(wi), e));
+            }
+            let (mut e, mut sc, mut m) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+            _mm256_storeu_ps(e.as_mut_ptr(), err);
+            _mm256_storeu_ps(sc.as_mut_ptr(), scale);
+            _mm256_storeu_ps(m.as_mut_ptr(), mn);
+            for k in 0..8 {
+                out[8 * h + k] = Try { valid: valid & (1 << k) != 0, error: e[k], scale: sc[k], min: m[k] };
+            }
+        }
+        out
     }
 
     /// One try's outcome: whether its determinant was positive, and then its fit and error.
