@@ -170,7 +170,11 @@ pub fn matmul_packed(
     assert!(packed::packable(ty, rows, isa), "{ty} with {rows} rows has no packed kernel on {}", isa.name());
     let act = packed::activation_type(ty);
     let quantize_act = activation_quantizer_with(isa, act);
-    let ks = PackedKernels { k1: packed::kernel(ty, isa, 1).expect("packable"), k4: packed::kernel(ty, isa, 4) };
+    let ks = PackedKernels {
+        k1: packed::kernel(ty, isa, 1).expect("packable"),
+        k4: packed::kernel(ty, isa, 4),
+        k8: packed::kernel(ty, isa, 8),
+    };
     let nb = cols / 32;
     let x_row = act.row_bytes(cols as u64).expect("activation rows are whole blocks") as usize;
     let p_row = packed::prepared_row_bytes(cols);
@@ -244,10 +248,11 @@ impl SendPtr {
 struct PackedKernels {
     k1: packed::KernelFn,
     k4: Option<packed::KernelFn>,
+    k8: Option<packed::KernelFn>,
 }
 
 impl PackedKernels {
-    /// `nt` tokens against `ng` groups, four, then one token per call.
+    /// `nt` tokens against `ng` groups, eight, then four, then one token per call.
     ///
     /// # Safety
     /// As for [`packed::KernelFn`] with `nt` activation rows.
@@ -255,10 +260,12 @@ impl PackedKernels {
     #[inline]
     unsafe fn run(&self, nb: usize, ng: usize, w: *const u8, a: *const u8, a_stride: usize, nt: usize, y: *mut f32, y_stride: usize) {
         let mut t = 0;
-        if let Some(k4) = self.k4 {
-            while t + 4 <= nt {
-                k4(nb, ng, w, a.add(t * a_stride), a_stride, y.add(t * y_stride), y_stride);
-                t += 4;
+        for (size, k) in [(8, self.k8), (4, self.k4)] {
+            if let Some(k) = k {
+                while t + size <= nt {
+                    k(nb, ng, w, a.add(t * a_stride), a_stride, y.add(t * y_stride), y_stride);
+                    t += size;
+                }
             }
         }
         for t in t..nt {

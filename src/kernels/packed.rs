@@ -270,7 +270,7 @@ pub fn prepare(ty: GgmlType, cols: usize, y: &[u8], out: &mut [u8]) {
 pub type KernelFn =
     unsafe fn(nb: usize, ng: usize, w: *const u8, a: *const u8, a_stride: usize, y: *mut f32, y_stride: usize);
 
-/// The packed kernel for `ty` on `isa` taking `t` tokens at once (1 or 4), if one exists.
+/// The packed kernel for `ty` on `isa` taking `t` tokens at once (1, 4 or 8), if one exists.
 ///
 /// AVX2 only for now: the AVX-512 machines keep the row kernels they were measured with.
 pub fn kernel(ty: GgmlType, isa: Isa, t: usize) -> Option<KernelFn> {
@@ -370,6 +370,7 @@ mod x86 {
                 match t {
                     1 => Some(run::<$kind, 1> as KernelFn),
                     4 => Some(run::<$kind, 4> as KernelFn),
+                    8 => Some(run::<$kind, 8> as KernelFn),
                     _ => None,
                 }
             };
@@ -660,7 +661,7 @@ mod tests {
                     }
                 }
                 for isa in Isa::available() {
-                    for tk in [1usize, 4] {
+                    for tk in [1usize, 4, 8] {
                         let Some(kern) = kernel(ty, isa, tk) else { continue };
                         simd_checked += 1;
                         let mut got = vec![f32::NAN; nt * rows];
