@@ -7,7 +7,11 @@ For each file type:
      into GGUF files, which must be identical byte for byte;
   2. runs in llama.cpp: llama.cpp loads the file evalq wrote and computes the perplexity of the
      first chunks of WikiText-2 with llama-perplexity's protocol, which must agree with the
-     reference llama-perplexity figures for that file type.
+     reference llama-perplexity figures for that file type: within 0.2% on a machine with the
+     reference machine's instruction set (AVX-512), within 2% elsewhere. llama.cpp's own
+     kernels differ by instruction set, and with activations re-quantized at every product its
+     2-chunk figure moves with them: on an AVX2 Zen 3, llama.cpp on byte-identical files gave
+     up to 1.23% (Q5_K_M) from the AVX-512 reference. A wrong file is off by far more.
 
 Usage: scripts/crosscheck_llama_cpp.py --evalq target/release/evalq [--formats Q4_0,Q4_K_M]
        [--ppl-chunks 2] [--work DIR]
@@ -35,6 +39,15 @@ FTYPES = {
     "Q5_K_M": 17, "Q6_K": 18, "IQ4_NL": 25, "IQ4_XS": 30, "BF16": 32,
 }
 GGML_TYPE_Q8_0 = 8
+
+
+def reference_tolerance():
+    """0.2% where the CPU has the reference machine's AVX-512, else 2% (see the module doc)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return (2e-3, "AVX-512, as the reference machine") if " avx512f" in flags else (2e-2, "not the reference machine's AVX-512")
 
 
 def llama_quantize(llama_cpp, src, dst, name):
@@ -97,6 +110,8 @@ def main():
     subprocess.run([args.evalq, "--quiet", "quantize", "smollm2-135m", str(src), "--format", "F32"],
                    check=True, stdout=subprocess.DEVNULL)
     failures = []
+    tol, why = reference_tolerance()
+    print(f"perplexity tolerance against the reference: {tol * 100:g}% ({why})", flush=True)
     for name in formats:
         ours, theirs = work / f"evalq-{name}.gguf", work / f"llama-{name}.gguf"
         t0 = time.time()
@@ -116,7 +131,7 @@ def main():
             want = ref_ppl[key][args.ppl_chunks - 1]
             rel = abs(running[-1] / want - 1)
             line += f"; llama.cpp on evalq's file: PPL[{args.ppl_chunks}] {running[-1]:.4f} vs reference {want:.4f} ({rel * 100:.3f}%)"
-            if rel > 2e-3:
+            if not math.isfinite(running[-1]) or rel > tol:
                 failures.append(f"{name}: llama.cpp perplexity of evalq's file {running[-1]:.4f} vs {want}")
         ours.unlink()
         print(line, flush=True)
