@@ -101,7 +101,8 @@ pub fn matmul_with(
     // gives the one-row kernel's bits: results do not depend on the thread count.
     if prompt {
         // Prompt: split the tokens across threads; each task streams all weight rows.
-        let row_block = (WEIGHT_BLOCK_BYTES / w_row).max(1);
+        let tile = prepared.map_or(1, |p| p.tile_rows);
+        let row_block = (WEIGHT_BLOCK_BYTES / w_row / tile * tile).max(tile);
         y.par_chunks_mut(TOKEN_BLOCK * rows).enumerate().for_each(|(b, yb)| {
             let t0 = b * TOKEN_BLOCK;
             let nt = yb.len() / rows;

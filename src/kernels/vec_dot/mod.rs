@@ -60,6 +60,9 @@ pub struct Prepared4 {
     pub dot1: RowsDot1Fn,
     /// Bytes of one prepared row of `n` values.
     pub row_bytes: fn(usize) -> usize,
+    /// Weight rows the kernels compute together (register tiles): runs of rows handed to
+    /// them should be multiples of it, or the last tile repeats a row for nothing.
+    pub tile_rows: usize,
 }
 
 impl Prepared4 {

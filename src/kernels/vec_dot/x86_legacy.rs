@@ -171,6 +171,7 @@ pub(super) fn avx512_x4_prepared(ty: GgmlType) -> Option<super::Prepared4> {
         } else {
             |n| (n / QK).div_ceil(2) * avx512::PREP_PAIR
         },
+        tile_rows: 1,
     })
 }
 
@@ -184,7 +185,8 @@ pub(super) fn f16_prepared(vl: bool) -> Option<super::Prepared4> {
     }
     let (prepare, dot4, dot1): (super::PrepareFn, super::RowsDot4Fn, super::RowsDot1Fn) =
         if vl { (p_f16_vl, w4p_f16_zmm, w1p_f16_vl) } else { (p_f16, w4p_f16, w1p_f16) };
-    Some(super::Prepared4 { prepare, dot8: None, dot4, dot1, row_bytes: |n| 4 * n })
+    // Both four-token kernels take three rows per pass (`f16_tile`, `f16_rows_x4_zmm`).
+    Some(super::Prepared4 { prepare, dot8: None, dot4, dot1, row_bytes: |n| 4 * n, tile_rows: 3 })
 }
 
 /// Whether [`avx512`] gives F16 the AVX2 kernel (Zen 4).
