@@ -192,8 +192,21 @@ def parse_evalq_speed_json(text):
     for key in ("pp_tps", "tg_tps"):
         if not isinstance(j.get(key), (int, float)):
             raise ParseError(f"evalq bench speed JSON has no numeric '{key}'")
+    bpt = j.get("tg_bytes_per_token")
     return {"pp_tps": float(j["pp_tps"]), "tg_tps": float(j["tg_tps"]),
-            "pp_runs": j.get("pp_runs"), "tg_runs": j.get("tg_runs")}
+            "pp_runs": j.get("pp_runs"), "tg_runs": j.get("tg_runs"),
+            "tg_bytes_per_token": float(bpt) if isinstance(bpt, (int, float)) and bpt > 0 else None}
+
+
+def parse_evalq_bandwidth_json(text):
+    """`evalq bench bandwidth --json`: the best multi-threaded read GB/s (10^9 bytes/s)."""
+    try:
+        j = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ParseError(f"evalq bench bandwidth output is not JSON: {e}") from e
+    if not isinstance(j.get("best_gbps"), (int, float)) or j["best_gbps"] <= 0:
+        raise ParseError("evalq bench bandwidth JSON has no positive 'best_gbps'")
+    return float(j["best_gbps"])
 
 
 def parse_evalq_ppl_json(text):
@@ -327,6 +340,32 @@ def render_markdown(report):
                          fmt_ratio(tg.get("ratio"))])
         out.append(_table(["format", "pp512 llama.cpp", "pp512 evalq", "evalq/llama.cpp",
                            "tg128 llama.cpp", "tg128 evalq", "evalq/llama.cpp"], rows))
+        out.append("")
+
+    bw = report.get("bandwidth") or {}
+    if "tg" not in s["skip"] and bw.get("peak_gbps"):
+        peak = bw["peak_gbps"]
+        out.append("## Generation bandwidth")
+        out.append("")
+        out.append(f"Bytes a generated token streams (every weight matrix once, the embedding row, the KV cache; "
+                   f"evalq's count, averaged over the {s.get('tg_tokens', 128)} positions) times the tg "
+                   f"median, against the machine's peak read bandwidth: `{bw['command']}`, best "
+                   f"{', '.join(f'{x:.1f}' for x in bw['runs_gbps'])} GB/s before and after the runs; "
+                   f"the higher, {peak:.1f} GB/s, is used. Both tools read the same file, so llama.cpp's "
+                   "column uses the same bytes per token.")
+        out.append("")
+        rows = []
+        for f in formats:
+            tg = _metric(f, "tg") or {}
+            bpt = tg.get("bytes_per_token")
+            cells = [f["format"], fmt_num(bpt / 1e6 if bpt else None, 1)]
+            for side in ("llama", "evalq"):
+                med = (tg.get(side) or {}).get("median")
+                gbps = bpt * med / 1e9 if bpt and med else None
+                cells += [fmt_num(gbps, 2), fmt_num(100 * gbps / peak if gbps else None, 1)]
+            rows.append(cells)
+        out.append(_table(["format", "MB/token", "llama.cpp GB/s", "llama.cpp % of peak", "evalq GB/s",
+                           "evalq % of peak"], rows))
         out.append("")
 
     if "quantize" not in s["skip"]:
@@ -514,8 +553,14 @@ if __name__ == "__main__":
             self.assertEqual(parse_evalq_quantize_stdout("wall time:   2.50 s (quantization 1.75 s)\n"), (2.5, 1.75))
             sp = parse_evalq_speed_json('{"pp_tps": 700.0, "tg_tps": 90, "pp_runs": [700.0], "tg_runs": [90.0]}')
             self.assertEqual((sp["pp_tps"], sp["tg_tps"]), (700.0, 90.0))
+            self.assertIsNone(sp["tg_bytes_per_token"])
+            sp = parse_evalq_speed_json('{"pp_tps": 1, "tg_tps": 2, "tg_bytes_per_token": 1.5e8}')
+            self.assertEqual(sp["tg_bytes_per_token"], 1.5e8)
             with self.assertRaises(ParseError):
                 parse_evalq_speed_json('{"pp_tps": 1}')
+            self.assertEqual(parse_evalq_bandwidth_json('{"best_gbps": 29.5, "runs_gbps": [29.5]}'), 29.5)
+            with self.assertRaises(ParseError):
+                parse_evalq_bandwidth_json('{"best_gbps": 0}')
             p = parse_evalq_ppl_json('{"ppl": 21.4, "ppl_stderr": 0.8, "seconds": 6.5, "n_chunks": 20}')
             self.assertEqual((p["ppl"], p["eval_seconds"]), (21.4, 6.5))
             with self.assertRaises(ParseError):
@@ -567,5 +612,13 @@ if __name__ == "__main__":
             self.assertNotIn("tg128", combined)
             self.assertIn("| format | pp512 t/s llama.cpp | pp512 t/s evalq | pp512 × | quantize s llama.cpp",
                           combined)
+            self.assertNotIn("## Generation bandwidth", md)
+            # With tg measured and a peak: GB/s = bytes per token × tg median, and % of the peak.
+            rep["settings"]["skip"] = []
+            rep["bandwidth"] = {"command": "bw", "runs_gbps": [19.0, 20.0], "peak_gbps": 20.0}
+            rep["formats"][0]["tg"] = {"llama": summarize([80.0]), "evalq": summarize([100.0]), "ratio": 1.25,
+                                       "bytes_per_token": 1.5e8}
+            md = render_markdown(rep)
+            self.assertIn("| Q4_0 | 150.0 | 12.00 | 60.0 | 15.00 | 75.0 |", md)
 
     unittest.main(verbosity=2)
