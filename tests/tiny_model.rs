@@ -111,12 +111,17 @@ fn incremental_decoding_with_the_kv_cache_matches_one_batch() {
     let config = ckpt.config().unwrap();
     let vocab = config.vocab_size;
     let tokens: Vec<u32> = (0..48u32).map(|i| (i * 7 + 3) % vocab as u32).collect();
-    let (ftype, opts) = mix::parse_file_type("Q8_0").unwrap();
-    let q = quantize_checkpoint(&ckpt, ftype, &opts, |_, _, _| {}).unwrap();
-    let cases = [
-        ("F32", LlamaWeights::load_f32(&ckpt, &config).unwrap(), 1e-4f32),
-        ("Q8_0", LlamaWeights::from_quantized(&q, &config, &path).unwrap(), 0.0),
-    ];
+    let quantized = |name: &str| {
+        let (ftype, opts) = mix::parse_file_type(name).unwrap();
+        let q = quantize_checkpoint(&ckpt, ftype, &opts, |_, _, _| {}).unwrap();
+        LlamaWeights::from_quantized(&q, &config, &path).unwrap()
+    };
+    // Q8_0 and Q4_1 run the packed kernels where the instruction set has them, F16 its
+    // prepared rows, Q4_K_M (K-quant fallbacks at this width) the row kernels.
+    let mut cases = vec![("F32", LlamaWeights::load_f32(&ckpt, &config).unwrap(), 1e-4f32)];
+    for name in ["Q8_0", "Q4_1", "F16", "Q4_K_M"] {
+        cases.push((name, quantized(name), 0.0));
+    }
     for (name, w, tol) in cases {
         let mut s = State::new(&config, 64);
         forward(&w, &mut s, &tokens, 0);

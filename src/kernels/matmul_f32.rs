@@ -52,6 +52,15 @@ pub fn matmul_with(isa: Isa, x: &[f32], w: &[f32], y: &mut [f32], n_tokens: usiz
     }
 }
 
+/// One token against a run of weight rows `w` (`y.len()` rows of `x.len()` values), as the
+/// generation path above computes each output: the forward pass's generation team calls it on
+/// its own share of the rows.
+pub fn one_token_rows(isa: Isa, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let (k, n) = (x.len(), y.len());
+    assert_eq!(w.len(), n * k, "w has the wrong length");
+    block(isa, x, w, y, 1, k, n, 0, n);
+}
+
 struct SendPtr(*mut f32);
 // SAFETY: used only to hand disjoint column ranges of one buffer to rayon tasks.
 unsafe impl Sync for SendPtr {}

@@ -11,6 +11,7 @@
 use rayon::prelude::*;
 
 use super::isa::{self, Isa};
+use super::matmul_f32;
 use super::packed;
 use super::vec_dot::{self, Prepared4, VecDot4Fn};
 use crate::formats::{self, VecDotFn};
@@ -28,7 +29,7 @@ const WEIGHT_BLOCK_BYTES: usize = 16 * 1024;
 /// Weight rows per call of a prepared kernel (its results wait on the stack to be stored).
 const PREPARED_ROWS: usize = 64;
 /// Task boundaries of the generation path fall on multiples of this many rows.
-const GEN_ALIGN: usize = 16;
+pub const GEN_ALIGN: usize = 16;
 /// Matrices with at least this many rows get more, smaller tasks per thread in generation.
 const GEN_MANY_ROWS: usize = 4096;
 
@@ -233,6 +234,136 @@ pub fn matmul_packed(
     }
 }
 
+/// The one-token product in pieces, for callers that share its rows among threads of their own
+/// (the forward pass's generation team): [`OneToken::prepare`] turns the activation row into
+/// the bytes the kernels read (each thread does it once, privately), and [`OneToken::rows`]
+/// computes any run of rows starting at a multiple of [`GEN_ALIGN`]. Every output is the
+/// kernel call [`matmul`] or [`matmul_packed`] makes for one token, so the bits are theirs
+/// whatever the split.
+#[derive(Clone, Copy)]
+pub struct OneToken {
+    kind: OneKind,
+    cols: usize,
+    /// Bytes of the prepared activation ([`OneToken::act_bytes`]).
+    act_bytes: usize,
+}
+
+#[derive(Clone, Copy)]
+enum OneKind {
+    /// f32 weights: the activation is used as it is.
+    F32 { isa: Isa },
+    /// Row-major blocks: the row quantized to `vdt`, then (with `k.prepared`) its prepared form.
+    Blocks { ty: GgmlType, vdt: GgmlType, quantize: formats::QuantizeRowFn, k: Kernels },
+    /// Packed 16-row groups: the prepared row, then the quantized one it came from. `group`
+    /// is the bytes of one 16-row group.
+    Packed { ty: GgmlType, quantize: formats::QuantizeRowFn, k1: packed::KernelFn, p_row: usize, group: usize },
+}
+
+/// Which activation bytes a [`OneToken`] reads: products with the same key (and the same
+/// activation row) can share one prepared row.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ActKey {
+    F32,
+    /// Quantized to this `vec_dot_type`, not prepared further.
+    Quantized(GgmlType),
+    /// Quantized and prepared for the row-major kernels of this weight type.
+    Prepared(GgmlType),
+    /// Quantized and prepared for the packed kernels of this weight type.
+    Packed(GgmlType),
+}
+
+impl OneToken {
+    /// f32 weights of `cols` columns.
+    pub fn f32(isa: Isa, cols: usize) -> OneToken {
+        OneToken { kind: OneKind::F32 { isa }, cols, act_bytes: 0 }
+    }
+
+    /// Row-major weights of `ty` (a type with a `vec_dot`), `cols` columns, on `isa`.
+    pub fn blocks(isa: Isa, ty: GgmlType, cols: usize) -> OneToken {
+        let vdt = formats::traits(ty).vec_dot_type;
+        let dot = vec_dot::select(ty, isa).expect("matrices are only built from types with a vec_dot");
+        let w_row = ty.row_bytes(cols as u64).expect("matrix rows are whole blocks") as usize;
+        let x_row = vdt.row_bytes(cols as u64).expect("activation rows are whole blocks") as usize;
+        let prepared = vec_dot::select4_prepared(ty, isa);
+        let p_row = prepared.map_or(0, |p| p.row_bytes(cols));
+        // `dot4` is never used for one token.
+        let k = Kernels { dot, dot4: None, prepared, cols, w_row, x_row, p_row };
+        let kind = OneKind::Blocks { ty, vdt, quantize: activation_quantizer_with(isa, vdt), k };
+        OneToken { kind, cols, act_bytes: x_row + p_row }
+    }
+
+    /// Weights of `ty` packed by [`packed::pack`], which `isa` has packed kernels for.
+    pub fn packed(isa: Isa, ty: GgmlType, cols: usize) -> OneToken {
+        let act = packed::activation_type(ty);
+        let x_row = act.row_bytes(cols as u64).expect("activation rows are whole blocks") as usize;
+        let p_row = packed::prepared_row_bytes(cols);
+        let k1 = packed::kernel(ty, isa, 1).expect("packed weights only exist where the kernels do");
+        let group = cols / 32 * packed::ROWS * ty.block_bytes();
+        let kind = OneKind::Packed { ty, quantize: activation_quantizer_with(isa, act), k1, p_row, group };
+        OneToken { kind, cols, act_bytes: p_row + x_row }
+    }
+
+    /// What [`OneToken::prepare`] writes.
+    pub fn key(&self) -> ActKey {
+        match self.kind {
+            OneKind::F32 { .. } => ActKey::F32,
+            OneKind::Blocks { vdt, k, .. } if k.prepared.is_none() => ActKey::Quantized(vdt),
+            OneKind::Blocks { ty, .. } => ActKey::Prepared(ty),
+            OneKind::Packed { ty, .. } => ActKey::Packed(ty),
+        }
+    }
+
+    /// Bytes [`OneToken::prepare`] needs.
+    pub fn act_bytes(&self) -> usize {
+        self.act_bytes
+    }
+
+    /// Writes the bytes the kernels read for the activation row `x` into `act`
+    /// ([`OneToken::act_bytes`] long).
+    pub fn prepare(&self, x: &[f32], act: &mut [u8]) {
+        assert!(x.len() == self.cols && act.len() == self.act_bytes, "one-token activation lengths");
+        match self.kind {
+            OneKind::F32 { .. } => {}
+            OneKind::Blocks { quantize, k, .. } => {
+                let (q, p) = act.split_at_mut(k.x_row);
+                quantize(x, q);
+                if let Some(prep) = k.prepared {
+                    (prep.prepare)(self.cols, q, p);
+                }
+            }
+            OneKind::Packed { ty, quantize, p_row, .. } => {
+                let (p, q) = act.split_at_mut(p_row);
+                quantize(x, q);
+                packed::prepare(ty, self.cols, q, p);
+            }
+        }
+    }
+
+    /// `y[i]` = row `r0 + i` of the weights · `x`, for `y.len()` rows: `w` holds the matrix's
+    /// blocks (or packed groups) and `wf` its f32 values, whichever it has (the other empty),
+    /// `x` is the activation row and `act` its bytes from [`OneToken::prepare`]. `r0` must be
+    /// a multiple of [`GEN_ALIGN`], and the run must end at one or at the last row.
+    pub fn rows(&self, w: &[u8], wf: &[f32], x: &[f32], act: &[u8], r0: usize, y: &mut [f32]) {
+        let r1 = r0 + y.len();
+        assert!(r0.is_multiple_of(GEN_ALIGN) && act.len() == self.act_bytes && x.len() == self.cols, "one-token run");
+        match self.kind {
+            OneKind::F32 { isa } => matmul_f32::one_token_rows(isa, x, &wf[r0 * self.cols..r1 * self.cols], y),
+            OneKind::Blocks { k, .. } => {
+                let (xq, xp) = act.split_at(k.x_row);
+                k.products(&w[r0 * k.w_row..r1 * k.w_row], xq, xp, |_, r, v| y[r] = v);
+            }
+            OneKind::Packed { k1, p_row, group, .. } => {
+                assert!(r1.is_multiple_of(packed::ROWS) && r1 / packed::ROWS * group <= w.len(), "packed one-token run");
+                let (g0, g1) = (r0 / packed::ROWS, r1 / packed::ROWS);
+                // SAFETY: `w` holds groups g0..g1 (checked above), `act` starts with one
+                // prepared row of `cols / 32` blocks, and the kernel writes 16 outputs per
+                // group, `y.len()` in all.
+                unsafe { k1(self.cols / 32, g1 - g0, w[g0 * group..].as_ptr(), act.as_ptr(), p_row, y.as_mut_ptr(), 0) };
+            }
+        }
+    }
+}
+
 /// A pointer to outputs that parallel tasks write at disjoint positions.
 struct SendPtr(*mut f32);
 // SAFETY: only used where each task writes positions no other task touches (see the callers).
@@ -290,6 +421,7 @@ fn row_split(rows: usize, threads: usize) -> Vec<usize> {
 }
 
 /// The dot-product kernels of one matrix and the row sizes they work on.
+#[derive(Clone, Copy)]
 struct Kernels {
     dot: VecDotFn,
     /// One weight row against four activation rows, where the instruction set has one.

@@ -357,6 +357,9 @@ mod x86 {
         *V.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"))
     }
 
+    /// How far ahead of the block being computed the one-token kernel prefetches weights.
+    const PREFETCH_BYTES: usize = 2048;
+
     const Q4_0: u8 = 0;
     const Q4_1: u8 = 1;
     const Q5_0: u8 = 2;
@@ -504,6 +507,15 @@ mod x86 {
                 let mut acc = [_mm256_setzero_ps(); T];
                 for b in 0..nb {
                     let blk = wg.add(b * gb);
+                    if T == 1 && half == 0 {
+                        // One token streams the weights from memory once: ask for the lines
+                        // PREFETCH_BYTES ahead while this block is computed.
+                        let mut off = 0;
+                        while off < gb {
+                            _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + off) as *const i8);
+                            off += 64;
+                        }
+                    }
                     let ab: [*const u8; T] = std::array::from_fn(|t| a.add(t * a_stride + b * PREP_BLOCK));
                     let s32 = int_sums::<K, T>(blk, half, &ab);
                     let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * half) as *const __m128i));

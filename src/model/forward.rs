@@ -7,6 +7,8 @@
 
 use rayon::prelude::*;
 
+mod decode;
+
 use crate::kernels::attention::{attend_rows, AttnShape, KeysT, KEY_BLOCK};
 use crate::model::config::{LlamaConfig, RopeMode};
 use crate::model::weights::{LayerWeights, LlamaWeights};
@@ -122,6 +124,11 @@ pub fn forward_next(w: &LlamaWeights, state: &mut State, tokens: &[u32], logits_
         state.n_ctx
     );
     let d = c.d_model;
+    if n == 1 {
+        // Generation: one parallel region for the whole token rather than one per step.
+        decode::forward_one(w, state, tokens[0], logits_from == 0);
+        return;
+    }
 
     for (t, &tok) in tokens.iter().enumerate() {
         w.tok_embd.row_into(tok as usize, &mut state.x[t * d..(t + 1) * d]);
@@ -233,14 +240,17 @@ fn ffn_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
 
 /// `out = x / rms(x) * weight`, row by row, with the sum of squares in f64 as ggml does.
 fn rms_norm(x: &[f32], weight: &[f32], out: &mut [f32], d: usize, eps: f32) {
-    out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, xr)| {
-        let sum: f64 = xr.iter().map(|&v| (v * v) as f64).sum();
-        let mean = (sum / d as f64) as f32;
-        let scale = 1.0 / (mean + eps).sqrt();
-        for ((oi, &xi), &wi) in o.iter_mut().zip(xr).zip(weight) {
-            *oi = (xi * scale) * wi;
-        }
-    });
+    out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, xr)| rms_norm_row(xr, weight, o, eps));
+}
+
+/// [`rms_norm`] of one row.
+fn rms_norm_row(x: &[f32], weight: &[f32], out: &mut [f32], eps: f32) {
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((oi, &xi), &wi) in out.iter_mut().zip(x).zip(weight) {
+        *oi = (xi * scale) * wi;
+    }
 }
 
 fn add_bias(y: &mut [f32], bias: Option<&[f32]>) {

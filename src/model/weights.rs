@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::formats;
 use crate::gguf::GgmlType;
+use crate::kernels::matmul_q::OneToken;
 use crate::kernels::{isa, matmul_f32, matmul_q, packed};
 use crate::quant::quantize::QuantizedModel;
 use crate::model::checkpoint::Checkpoint;
@@ -40,6 +41,25 @@ impl Matrix {
             MatrixData::Packed { ty, data } => {
                 matmul_q::matmul_packed(isa::active(), *ty, data, self.rows, self.cols, x, y, n_tokens, scratch)
             }
+        }
+    }
+
+    /// This matrix's one-token product in pieces ([`OneToken`]), for the generation team.
+    pub fn one_token(&self) -> OneToken {
+        let isa = isa::active();
+        match &self.data {
+            MatrixData::F32(_) => OneToken::f32(isa, self.cols),
+            MatrixData::Blocks { ty, .. } => OneToken::blocks(isa, *ty, self.cols),
+            MatrixData::Packed { ty, .. } => OneToken::packed(isa, *ty, self.cols),
+        }
+    }
+
+    /// Rows `r0..r0 + y.len()` of the one-token product with `x`, whose bytes `act` came from
+    /// `ot.prepare` (`ot` from [`Matrix::one_token`]); see [`OneToken::rows`].
+    pub fn one_token_rows(&self, ot: &OneToken, x: &[f32], act: &[u8], r0: usize, y: &mut [f32]) {
+        match &self.data {
+            MatrixData::F32(w) => ot.rows(&[], w, x, act, r0, y),
+            MatrixData::Blocks { data, .. } | MatrixData::Packed { data, .. } => ot.rows(data, &[], x, act, r0, y),
         }
     }
 

@@ -1,0 +1,431 @@
+//! One generated token with a team that lives for the whole token.
+//!
+//! A token's forward pass is ~210 small products (7 per layer and the output), each a few
+//! hundred KB of weights streamed once: 10-20 µs of work apiece on two cores. Run through
+//! rayon's parallel iterators, each product and each small step around it (norms, RoPE,
+//! attention, SiLU) was a parallel region of its own, ~330 per token, and every region's
+//! hand-off (waking a worker, stealing, joining) cost a share of the token's time. Here every
+//! thread of the pool enters one [`rayon::broadcast`] per token and runs the whole layer loop;
+//! the threads meet at a spin barrier after each step that needs another thread's results
+//! (six per layer), and inside a step take chunks of rows from a shared counter, so a thread
+//! that the machine slows down takes fewer chunks rather than holding the others up.
+//!
+//! Every thread keeps its own copy of the residual stream, the normalized row and the
+//! activation bytes the kernels read: they are the same computations on the same inputs, so
+//! the copies agree to the bit and no step waits for one thread to publish them. Each output
+//! of a product is the same kernel call as in the batch path ([`OneToken`]), so the logits are
+//! bit-identical to `forward` over the same tokens whatever the thread count.
+
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use super::{rms_norm_row, rope, State};
+use crate::kernels::attention::{attend_rows, AttnShape, KeysT};
+use crate::kernels::matmul_q::{ActKey, OneToken, GEN_ALIGN};
+use crate::model::weights::{LlamaWeights, Matrix};
+
+/// Runs one token at the next position through the model; with `logits` its logits land in
+/// `state.logits[..vocab]`.
+pub(super) fn forward_one(w: &LlamaWeights, s: &mut State, token: u32, logits: bool) {
+    let c = &w.config;
+    let p0 = s.pos;
+    let pairs = c.rope_dim / 2;
+    s.rope_sc.resize(pairs, (0.0, 0.0));
+    super::rope_angles(p0, s.theta_scale, &mut s.rope_sc[..pairs]);
+
+    let threads = rayon::current_num_threads().max(1);
+    let n_phases = PHASES_PER_LAYER * c.n_layer + 1;
+    let team = Team {
+        barrier: Barrier::new(threads),
+        counters: (0..n_phases).map(|_| AtomicUsize::new(0)).collect(),
+        q: Shared::new(&mut s.q[..c.q_dim()]),
+        k: Shared::new(&mut s.k[..c.kv_dim()]),
+        v: Shared::new(&mut s.v[..c.kv_dim()]),
+        att: Shared::new(&mut s.att[..c.q_dim()]),
+        proj: Shared::new(&mut s.proj[..c.d_model]),
+        gate: Shared::new(&mut s.gate[..c.ffn_dim]),
+        up: Shared::new(&mut s.up[..c.ffn_dim]),
+        k_cache: Shared::new(&mut s.k_cache),
+        v_cache: Shared::new(&mut s.v_cache),
+        logits: Shared::new(&mut s.logits[..c.vocab_size]),
+        x_out: Shared::new(&mut s.x[..c.d_model]),
+    };
+    let job = Job { w, team: &team, token, logits, p0, kts: s.kt_stride, n_ctx: s.n_ctx, rope_sc: &s.rope_sc[..pairs] };
+    rayon::broadcast(|ctx| {
+        let r = catch_unwind(AssertUnwindSafe(|| job.run(ctx.index(), ctx.num_threads())));
+        if let Err(e) = r {
+            // Release the others from the barrier before unwinding, or they would spin forever.
+            team.barrier.poison();
+            resume_unwind(e);
+        }
+    });
+    s.pos += 1;
+}
+
+/// Barriers per layer (and so phase counters): after q/k/v, after RoPE and the cache writes,
+/// after attention, after `wo`, after gate/up, after `w_down`.
+const PHASES_PER_LAYER: usize = 6;
+
+/// What the threads of one token share.
+struct Team {
+    barrier: Barrier,
+    /// One chunk counter per phase of the token.
+    counters: Vec<AtomicUsize>,
+    q: Shared,
+    k: Shared,
+    v: Shared,
+    att: Shared,
+    proj: Shared,
+    gate: Shared,
+    up: Shared,
+    k_cache: Shared,
+    v_cache: Shared,
+    logits: Shared,
+    x_out: Shared,
+}
+
+/// An f32 buffer of the state that the team's threads write at disjoint positions within a
+/// phase and read only in later phases (after a barrier), never both in one phase.
+#[derive(Clone, Copy)]
+struct Shared {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the pointer is only dereferenced under the phase discipline above: within a phase a
+// position is written by at most one thread and a buffer being written is not read.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn new(b: &mut [f32]) -> Shared {
+        Shared { ptr: b.as_mut_ptr(), len: b.len() }
+    }
+
+    /// Positions `a..a + n` to write.
+    ///
+    /// # Safety
+    /// No other thread touches those positions during this phase, and nobody reads the buffer.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn part(&self, a: usize, n: usize) -> &mut [f32] {
+        assert!(a + n <= self.len, "shared buffer part {a}+{n} of {}", self.len);
+        std::slice::from_raw_parts_mut(self.ptr.add(a), n)
+    }
+
+    /// The whole buffer to read.
+    ///
+    /// # Safety
+    /// Nobody writes the buffer during this phase.
+    unsafe fn all(&self) -> &[f32] {
+        std::slice::from_raw_parts(self.ptr, self.len)
+    }
+}
+
+/// One token's inputs, shared by the team.
+struct Job<'a> {
+    w: &'a LlamaWeights,
+    team: &'a Team,
+    token: u32,
+    logits: bool,
+    p0: usize,
+    kts: usize,
+    n_ctx: usize,
+    rope_sc: &'a [(f32, f32)],
+}
+
+/// A product of one step: the matrix, its kernels, where its rows go and their bias.
+struct Product<'a> {
+    m: &'a Matrix,
+    ot: OneToken,
+    out: Shared,
+    bias: Option<&'a [f32]>,
+}
+
+impl Job<'_> {
+    /// The whole token as thread `ti` of `nt` runs it.
+    fn run(&self, ti: usize, nt: usize) {
+        let (w, t) = (self.w, self.team);
+        let c = &w.config;
+        let (d, f, kvd, hd) = (c.d_model, c.ffn_dim, c.kv_dim(), c.head_dim);
+        let mut x = vec![0f32; d];
+        w.tok_embd.row_into(self.token as usize, &mut x);
+        let mut xn = vec![0f32; d];
+        let mut acts = Acts::default();
+        let mut scores = Vec::new();
+        let shape = AttnShape {
+            n_head: c.n_head,
+            group: c.n_head / c.n_kv_head,
+            head_dim: hd,
+            kv_stride: kvd,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+
+        for (il, l) in w.layers.iter().enumerate() {
+            let phase = il * PHASES_PER_LAYER;
+            // q, k, v.
+            rms_norm_row(&x, &l.attn_norm, &mut xn, c.rms_eps);
+            let prods = [
+                Product { m: &l.wq, ot: l.wq.one_token(), out: t.q, bias: l.bq.as_deref() },
+                Product { m: &l.wk, ot: l.wk.one_token(), out: t.k, bias: l.bk.as_deref() },
+                Product { m: &l.wv, ot: l.wv.one_token(), out: t.v, bias: l.bv.as_deref() },
+            ];
+            acts.clear();
+            self.products(&t.counters[phase], &prods, &xn, &mut acts, nt);
+            t.barrier.wait();
+
+            // RoPE on q, head by head; RoPE on k and both into the cache, as one more item.
+            let (mode, layer_k, layer_v) = (c.rope_mode, il * kvd * self.kts, il * self.n_ctx * kvd);
+            for item in Chunks::new(&t.counters[phase + 1], c.n_head + 1) {
+                if item < c.n_head {
+                    // SAFETY: head `item` of q is this thread's alone in this phase; q is not read.
+                    rope(unsafe { t.q.part(item * hd, hd) }, self.rope_sc, mode);
+                    continue;
+                }
+                // SAFETY: k is only read in this phase, and only by this item; the cache
+                // positions written (column p0 of this layer's keys, row p0 of its values) are
+                // this item's alone, and the caches are not read in this phase.
+                unsafe {
+                    let k = t.k.part(0, kvd);
+                    for head in k.chunks_exact_mut(hd) {
+                        rope(head, self.rope_sc, mode);
+                    }
+                    for (e, &src) in k.iter().enumerate() {
+                        *t.k_cache.part(layer_k + e * self.kts + self.p0, 1).first_mut().unwrap() =
+                            half::f16::from_f32(src).to_f32();
+                    }
+                    let v = t.v.part(0, kvd);
+                    for (dst, &src) in t.v_cache.part(layer_v + self.p0 * kvd, kvd).iter_mut().zip(v.iter()) {
+                        *dst = half::f16::from_f32(src).to_f32();
+                    }
+                }
+            }
+            t.barrier.wait();
+
+            // Attention, head by head.
+            {
+                // SAFETY: q and both caches are only read in this phase.
+                let (q, kc, vc) = unsafe { (t.q.all(), t.k_cache.all(), t.v_cache.all()) };
+                let kt = KeysT { data: &kc[layer_k..layer_k + kvd * self.kts], stride: self.kts };
+                let v = &vc[layer_v..layer_v + (self.p0 + 1) * kvd];
+                for h in Chunks::new(&t.counters[phase + 2], c.n_head) {
+                    // SAFETY: head h of att is this item's alone; att is not read in this phase.
+                    let out = unsafe { t.att.part(h * hd, hd) };
+                    attend_rows(&shape, q, kt, v, self.p0, h..h + 1, &mut scores, out);
+                }
+            }
+            t.barrier.wait();
+
+            // wo.
+            // SAFETY: att is only read in this phase.
+            let att = unsafe { t.att.all() };
+            acts.clear();
+            let prods = [Product { m: &l.wo, ot: l.wo.one_token(), out: t.proj, bias: None }];
+            self.products(&t.counters[phase + 3], &prods, att, &mut acts, nt);
+            t.barrier.wait();
+            // SAFETY: proj is only read until the next barrier.
+            for (xi, p) in x.iter_mut().zip(unsafe { t.proj.all() }) {
+                *xi += p;
+            }
+
+            // gate and up, then SiLU(gate) * up on the same rows.
+            rms_norm_row(&x, &l.ffn_norm, &mut xn, c.rms_eps);
+            acts.clear();
+            let (og, ou) = (l.w_gate.one_token(), l.w_up.one_token());
+            for (r0, r1) in RowChunks::new(&t.counters[phase + 4], f, nt) {
+                let ag = acts.get(&og, &xn);
+                // SAFETY: rows r0..r1 of gate and up are this chunk's alone; neither is read in
+                // this phase.
+                let (g, u) = unsafe { (t.gate.part(r0, r1 - r0), t.up.part(r0, r1 - r0)) };
+                l.w_gate.one_token_rows(&og, &xn, ag, r0, g);
+                let au = acts.get(&ou, &xn);
+                l.w_up.one_token_rows(&ou, &xn, au, r0, u);
+                for (gi, &ui) in g.iter_mut().zip(u.iter()) {
+                    *gi = *gi / (1.0 + (-*gi).exp()) * ui;
+                }
+            }
+            t.barrier.wait();
+
+            // w_down.
+            // SAFETY: gate is only read in this phase.
+            let hidden = unsafe { t.gate.all() };
+            acts.clear();
+            let prods = [Product { m: &l.w_down, ot: l.w_down.one_token(), out: t.proj, bias: None }];
+            self.products(&t.counters[phase + 5], &prods, hidden, &mut acts, nt);
+            t.barrier.wait();
+            // SAFETY: proj is only read until the next layer's wo phase, two barriers away.
+            for (xi, p) in x.iter_mut().zip(unsafe { t.proj.all() }) {
+                *xi += p;
+            }
+        }
+
+        if ti == 0 {
+            // SAFETY: only thread 0 writes x_out, and nobody reads it during the token.
+            unsafe { t.x_out.part(0, d) }.copy_from_slice(&x);
+        }
+        if self.logits {
+            rms_norm_row(&x, &w.output_norm, &mut xn, c.rms_eps);
+            acts.clear();
+            let out = w.output();
+            let prods = [Product { m: out, ot: out.one_token(), out: t.logits, bias: None }];
+            self.products(&t.counters[PHASES_PER_LAYER * c.n_layer], &prods, &xn, &mut acts, nt);
+        }
+    }
+
+    /// Every row of `prods` against the activation row `x`, chunk by chunk from `counter`.
+    fn products(&self, counter: &AtomicUsize, prods: &[Product], x: &[f32], acts: &mut Acts, nt: usize) {
+        let chunks: Vec<usize> = prods.iter().map(|p| chunk_rows(p.m.rows, nt)).collect();
+        let counts: Vec<usize> = prods.iter().zip(&chunks).map(|(p, &cr)| p.m.rows.div_ceil(cr)).collect();
+        let total = counts.iter().sum();
+        for mut i in Chunks::new(counter, total) {
+            let mut m = 0;
+            while i >= counts[m] {
+                i -= counts[m];
+                m += 1;
+            }
+            let p = &prods[m];
+            let r0 = i * chunks[m];
+            let r1 = (r0 + chunks[m]).min(p.m.rows);
+            let act = acts.get(&p.ot, x);
+            // SAFETY: rows r0..r1 of this product's output are this chunk's alone, and the
+            // outputs are not read in this phase.
+            let y = unsafe { p.out.part(r0, r1 - r0) };
+            p.m.one_token_rows(&p.ot, x, act, r0, y);
+            if let Some(b) = p.bias {
+                for (yi, bi) in y.iter_mut().zip(&b[r0..r1]) {
+                    *yi += bi;
+                }
+            }
+        }
+    }
+}
+
+/// Rows per chunk of a product with `rows` rows on `nt` threads: a few chunks per thread (more
+/// for the output projection), whole 16-row groups.
+fn chunk_rows(rows: usize, nt: usize) -> usize {
+    let per_thread = if rows >= 4096 { 8 } else { 4 };
+    let chunks = (nt * per_thread).min(rows.div_ceil(GEN_ALIGN)).max(1);
+    rows.div_ceil(chunks).next_multiple_of(GEN_ALIGN)
+}
+
+/// Item indices `0..n` handed out one at a time from a shared counter.
+struct Chunks<'a> {
+    counter: &'a AtomicUsize,
+    n: usize,
+}
+
+impl<'a> Chunks<'a> {
+    fn new(counter: &'a AtomicUsize, n: usize) -> Self {
+        Chunks { counter, n }
+    }
+}
+
+impl Iterator for Chunks<'_> {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        let i = self.counter.fetch_add(1, Ordering::Relaxed);
+        (i < self.n).then_some(i)
+    }
+}
+
+/// Row ranges of a `rows`-row product from a shared counter, [`chunk_rows`] at a time.
+struct RowChunks<'a> {
+    inner: Chunks<'a>,
+    rows: usize,
+    chunk: usize,
+}
+
+impl<'a> RowChunks<'a> {
+    fn new(counter: &'a AtomicUsize, rows: usize, nt: usize) -> Self {
+        let chunk = chunk_rows(rows, nt);
+        RowChunks { inner: Chunks::new(counter, rows.div_ceil(chunk)), rows, chunk }
+    }
+}
+
+impl Iterator for RowChunks<'_> {
+    type Item = (usize, usize);
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let i = self.inner.next()?;
+        Some((i * self.chunk, ((i + 1) * self.chunk).min(self.rows)))
+    }
+}
+
+/// A thread's prepared activation rows for the products of one step, by the bytes they hold.
+#[derive(Default)]
+struct Acts {
+    bufs: Vec<(Option<ActKey>, Vec<u8>)>,
+}
+
+impl Acts {
+    /// Forgets the rows (a new step has a new activation), keeping the allocations.
+    fn clear(&mut self) {
+        for b in &mut self.bufs {
+            b.0 = None;
+        }
+    }
+
+    /// The bytes `ot` reads for `x`, prepared on first use in this step.
+    fn get(&mut self, ot: &OneToken, x: &[f32]) -> &[u8] {
+        let key = ot.key();
+        let i = match self.bufs.iter().position(|b| b.0 == Some(key)) {
+            Some(i) => i,
+            None => {
+                let i = match self.bufs.iter().position(|b| b.0.is_none()) {
+                    Some(i) => i,
+                    None => {
+                        self.bufs.push((None, Vec::new()));
+                        self.bufs.len() - 1
+                    }
+                };
+                let b = &mut self.bufs[i];
+                b.1.resize(ot.act_bytes(), 0);
+                ot.prepare(x, &mut b.1);
+                b.0 = Some(key);
+                i
+            }
+        };
+        &self.bufs[i].1[..ot.act_bytes()]
+    }
+}
+
+/// A sense-counting spin barrier for the team: threads spin briefly, then yield, so that a
+/// descheduled team mate costs the others a time slice rather than a lost wake-up.
+struct Barrier {
+    n: usize,
+    count: AtomicUsize,
+    generation: AtomicUsize,
+    poisoned: AtomicBool,
+}
+
+impl Barrier {
+    fn new(n: usize) -> Barrier {
+        Barrier { n, count: AtomicUsize::new(0), generation: AtomicUsize::new(0), poisoned: AtomicBool::new(false) }
+    }
+
+    /// Returns once all `n` threads have called it (for this generation). Every write a thread
+    /// made before its call is visible to every thread after the return.
+    fn wait(&self) {
+        let gen = self.generation.load(Ordering::Acquire);
+        if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
+            self.count.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == gen {
+            if self.poisoned.load(Ordering::Relaxed) {
+                panic!("a thread of the generation team panicked");
+            }
+            if spins < 1 << 16 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::Relaxed);
+    }
+}
