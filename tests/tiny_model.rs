@@ -143,3 +143,43 @@ fn incremental_decoding_with_the_kv_cache_matches_one_batch() {
         }
     }
 }
+
+/// Generation runs as one team per token (`forward/decode.rs`): the logits of every generated
+/// token are the same bits with 1, 2 or 3 threads, with the team entered from inside the pool
+/// (as every CLI command runs) or from outside it.
+#[test]
+fn generated_logits_do_not_depend_on_the_thread_count() {
+    use evalq::model::forward::{forward, forward_next, State};
+    use evalq::model::weights::LlamaWeights;
+    use evalq::model::Checkpoint;
+    use evalq::quant::{mix, quantize::quantize_checkpoint};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    tiny_llama().write(&path).unwrap();
+    let ckpt = Checkpoint::open(&path).unwrap();
+    let config = ckpt.config().unwrap();
+    let vocab = config.vocab_size;
+    let tokens: Vec<u32> = (0..40u32).map(|i| (i * 11 + 5) % vocab as u32).collect();
+    for name in ["Q8_0", "F16", "Q4_K_M"] {
+        let (ftype, opts) = mix::parse_file_type(name).unwrap();
+        let q = quantize_checkpoint(&ckpt, ftype, &opts, |_, _, _| {}).unwrap();
+        let w = LlamaWeights::from_quantized(&q, &config, &path).unwrap();
+        let generate = || {
+            let mut s = State::new(&config, 64);
+            forward(&w, &mut s, &tokens[..8], 7);
+            let mut out = Vec::new();
+            for &t in &tokens[8..] {
+                forward_next(&w, &mut s, &[t], 0);
+                out.extend(s.logits[..vocab].iter().map(|v| v.to_bits()));
+            }
+            out
+        };
+        let outside = generate();
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let inside = pool.install(generate);
+            assert!(inside == outside, "{name}: generated logits differ with {threads} threads");
+        }
+    }
+}
