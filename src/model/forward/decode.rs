@@ -26,6 +26,10 @@ use crate::model::weights::{LlamaWeights, Matrix};
 
 /// Runs one token at the next position through the model; with `logits` its logits land in
 /// `state.logits[..vocab]`.
+///
+/// The team is every thread of the current pool, so this must not be called from two jobs of
+/// one pool at once (two teams would each hold a thread the other waits for). The callers, the
+/// speed benchmark and the tests, call it from one thread at a time, inside the pool or not.
 pub(super) fn forward_one(w: &LlamaWeights, s: &mut State, token: u32, logits: bool) {
     let c = &w.config;
     let p0 = s.pos;
@@ -274,18 +278,16 @@ impl Job<'_> {
 
     /// Every row of `prods` against the activation row `x`, chunk by chunk from `counter`.
     fn products(&self, counter: &AtomicUsize, prods: &[Product], x: &[f32], acts: &mut Acts, nt: usize) {
-        let chunks: Vec<usize> = prods.iter().map(|p| chunk_rows(p.m.rows, nt)).collect();
-        let counts: Vec<usize> = prods.iter().zip(&chunks).map(|(p, &cr)| p.m.rows.div_ceil(cr)).collect();
-        let total = counts.iter().sum();
+        let bounds: Vec<Vec<usize>> = prods.iter().map(|p| chunk_bounds(p.m.rows, nt)).collect();
+        let total = bounds.iter().map(|b| b.len() - 1).sum();
         for mut i in Chunks::new(counter, total) {
             let mut m = 0;
-            while i >= counts[m] {
-                i -= counts[m];
+            while i >= bounds[m].len() - 1 {
+                i -= bounds[m].len() - 1;
                 m += 1;
             }
             let p = &prods[m];
-            let r0 = i * chunks[m];
-            let r1 = (r0 + chunks[m]).min(p.m.rows);
+            let (r0, r1) = (bounds[m][i], bounds[m][i + 1]);
             let act = acts.get(&p.ot, x);
             // SAFETY: rows r0..r1 of this product's output are this chunk's alone, and the
             // outputs are not read in this phase.
@@ -300,12 +302,21 @@ impl Job<'_> {
     }
 }
 
-/// Rows per chunk of a product with `rows` rows on `nt` threads: a few chunks per thread (more
-/// for the output projection), whole 16-row groups.
-fn chunk_rows(rows: usize, nt: usize) -> usize {
-    let per_thread = if rows >= 4096 { 8 } else { 4 };
-    let chunks = (nt * per_thread).min(rows.div_ceil(GEN_ALIGN)).max(1);
-    rows.div_ceil(chunks).next_multiple_of(GEN_ALIGN)
+/// Chunk boundaries `0 = b[0] < b[1] < ... = rows` of a `rows`-row product on `nt` threads,
+/// largest first (guided scheduling): each chunk is what is left over twice the thread count,
+/// rounded up to whole 16-row groups, so the threads stream long runs of rows at first and
+/// the last chunks, the ones a thread may wait on at the barrier, are 16 rows. A pure function
+/// of its arguments; the results never depend on it.
+fn chunk_bounds(rows: usize, nt: usize) -> Vec<usize> {
+    let mut b = vec![0];
+    let mut r = 0;
+    while r < rows {
+        let left = rows - r;
+        let size = left.div_ceil(2 * nt.max(1)).next_multiple_of(GEN_ALIGN).min(left);
+        r += size;
+        b.push(r);
+    }
+    b
 }
 
 /// Item indices `0..n` handed out one at a time from a shared counter.
@@ -328,17 +339,16 @@ impl Iterator for Chunks<'_> {
     }
 }
 
-/// Row ranges of a `rows`-row product from a shared counter, [`chunk_rows`] at a time.
+/// Row ranges of a `rows`-row product from a shared counter, as [`chunk_bounds`] cuts them.
 struct RowChunks<'a> {
     inner: Chunks<'a>,
-    rows: usize,
-    chunk: usize,
+    bounds: Vec<usize>,
 }
 
 impl<'a> RowChunks<'a> {
     fn new(counter: &'a AtomicUsize, rows: usize, nt: usize) -> Self {
-        let chunk = chunk_rows(rows, nt);
-        RowChunks { inner: Chunks::new(counter, rows.div_ceil(chunk)), rows, chunk }
+        let bounds = chunk_bounds(rows, nt);
+        RowChunks { inner: Chunks::new(counter, bounds.len() - 1), bounds }
     }
 }
 
@@ -346,7 +356,7 @@ impl Iterator for RowChunks<'_> {
     type Item = (usize, usize);
     fn next(&mut self) -> Option<(usize, usize)> {
         let i = self.inner.next()?;
-        Some((i * self.chunk, ((i + 1) * self.chunk).min(self.rows)))
+        Some((self.bounds[i], self.bounds[i + 1]))
     }
 }
 
@@ -427,5 +437,27 @@ impl Barrier {
 
     fn poison(&self) {
         self.poisoned.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_bounds_cover_the_rows_in_whole_groups_largest_first() {
+        for rows in [16, 32, 192, 576, 1536, 49152, 49155] {
+            for nt in [1, 2, 3, 8] {
+                let b = chunk_bounds(rows, nt);
+                assert_eq!((b[0], *b.last().unwrap()), (0, rows), "{rows} rows, {nt} threads");
+                let sizes: Vec<usize> = b.windows(2).map(|w| w[1] - w[0]).collect();
+                assert!(sizes.iter().all(|&s| s > 0), "{rows}/{nt}: {b:?}");
+                assert!(b[..b.len() - 1].iter().all(|r| r % GEN_ALIGN == 0), "{rows}/{nt}: {b:?}");
+                assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{rows}/{nt}: not largest first: {sizes:?}");
+                if rows >= 32 * nt {
+                    assert!(sizes.len() >= 2 * nt, "{rows}/{nt}: too few chunks to balance: {sizes:?}");
+                }
+            }
+        }
     }
 }
