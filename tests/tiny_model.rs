@@ -100,27 +100,15 @@ fn quantized_tiny_model_runs_on_every_isa_with_close_perplexity() {
 #[test]
 fn incremental_decoding_with_the_kv_cache_matches_one_batch() {
     use evalq::model::forward::{forward, forward_next, State};
-    use evalq::model::weights::LlamaWeights;
-    use evalq::model::Checkpoint;
-    use evalq::quant::{mix, quantize::quantize_checkpoint};
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny.gguf");
-    tiny_llama().write(&path).unwrap();
-    let ckpt = Checkpoint::open(&path).unwrap();
-    let config = ckpt.config().unwrap();
+    let (_dir, config, load) = tiny_weights();
     let vocab = config.vocab_size;
     let tokens: Vec<u32> = (0..48u32).map(|i| (i * 7 + 3) % vocab as u32).collect();
-    let quantized = |name: &str| {
-        let (ftype, opts) = mix::parse_file_type(name).unwrap();
-        let q = quantize_checkpoint(&ckpt, ftype, &opts, |_, _, _| {}).unwrap();
-        LlamaWeights::from_quantized(&q, &config, &path).unwrap()
-    };
     // Q8_0 and Q4_1 run the packed kernels where the instruction set has them, F16 its
     // prepared rows, Q4_K_M (K-quant fallbacks at this width) the row kernels.
-    let mut cases = vec![("F32", LlamaWeights::load_f32(&ckpt, &config).unwrap(), 1e-4f32)];
+    let mut cases = vec![("F32", load("F32"), 1e-4f32)];
     for name in ["Q8_0", "Q4_1", "F16", "Q4_K_M"] {
-        cases.push((name, quantized(name), 0.0));
+        cases.push((name, load(name), 0.0));
     }
     for (name, w, tol) in cases {
         let mut s = State::new(&config, 64);
@@ -150,21 +138,12 @@ fn incremental_decoding_with_the_kv_cache_matches_one_batch() {
 #[test]
 fn generated_logits_do_not_depend_on_the_thread_count() {
     use evalq::model::forward::{forward, forward_next, State};
-    use evalq::model::weights::LlamaWeights;
-    use evalq::model::Checkpoint;
-    use evalq::quant::{mix, quantize::quantize_checkpoint};
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny.gguf");
-    tiny_llama().write(&path).unwrap();
-    let ckpt = Checkpoint::open(&path).unwrap();
-    let config = ckpt.config().unwrap();
+    let (_dir, config, load) = tiny_weights();
     let vocab = config.vocab_size;
     let tokens: Vec<u32> = (0..40u32).map(|i| (i * 11 + 5) % vocab as u32).collect();
     for name in ["Q8_0", "F16", "Q4_K_M"] {
-        let (ftype, opts) = mix::parse_file_type(name).unwrap();
-        let q = quantize_checkpoint(&ckpt, ftype, &opts, |_, _, _| {}).unwrap();
-        let w = LlamaWeights::from_quantized(&q, &config, &path).unwrap();
+        let w = load(name);
         let generate = || {
             let mut s = State::new(&config, 64);
             forward(&w, &mut s, &tokens[..8], 7);
@@ -182,4 +161,28 @@ fn generated_logits_do_not_depend_on_the_thread_count() {
             assert!(inside == outside, "{name}: generated logits differ with {threads} threads");
         }
     }
+}
+
+/// The tiny model written to a temporary directory: its config, and a loader of the weights
+/// quantized to a file type (or the F32 source for "F32").
+fn tiny_weights() -> (tempfile::TempDir, evalq::model::LlamaConfig, impl Fn(&str) -> evalq::model::weights::LlamaWeights) {
+    use evalq::model::weights::LlamaWeights;
+    use evalq::model::Checkpoint;
+    use evalq::quant::{mix, quantize::quantize_checkpoint};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    tiny_llama().write(&path).unwrap();
+    let ckpt = Checkpoint::open(&path).unwrap();
+    let config = ckpt.config().unwrap();
+    let c = config.clone();
+    let load = move |name: &str| {
+        if name == "F32" {
+            return LlamaWeights::load_f32(&ckpt, &c).unwrap();
+        }
+        let (ftype, opts) = mix::parse_file_type(name).unwrap();
+        let q = quantize_checkpoint(&ckpt, ftype, &opts, |_, _, _| {}).unwrap();
+        LlamaWeights::from_quantized(&q, &c, &path).unwrap()
+    };
+    (dir, config, load)
 }

@@ -194,13 +194,7 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, 
     let q = &s.q;
     let kt = KeysT { data: &s.k_cache[il * kvd * kts..(il + 1) * kvd * kts], stride: kts };
     let v = &s.v_cache[layer_cache..layer_cache + (p0 + n) * kvd];
-    let shape = AttnShape {
-        n_head: c.n_head,
-        group: c.n_head / c.n_kv_head,
-        head_dim: hd,
-        kv_stride: kvd,
-        scale: 1.0 / (hd as f32).sqrt(),
-    };
+    let shape = attn_shape(c);
     // Rows are independent; small chunks balance the causal triangle's uneven rows. One row
     // (generation) is split by heads instead, so that every thread takes part.
     const ROWS: usize = 8;
@@ -219,6 +213,17 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, 
     l.wo.matmul(&s.att[..n * qd], &mut s.proj[..n * d], n, &mut s.qbuf);
     for (x, p) in s.x[..n * d].iter_mut().zip(&s.proj[..n * d]) {
         *x += p;
+    }
+}
+
+/// The attention shapes of `c`, with the softmax scale `1/sqrt(head_dim)`.
+fn attn_shape(c: &LlamaConfig) -> AttnShape {
+    AttnShape {
+        n_head: c.n_head,
+        group: c.n_head / c.n_kv_head,
+        head_dim: c.head_dim,
+        kv_stride: c.kv_dim(),
+        scale: 1.0 / (c.head_dim as f32).sqrt(),
     }
 }
 

@@ -20,7 +20,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::{rms_norm_row, rope, State};
-use crate::kernels::attention::{attend_rows, AttnShape, KeysT};
+use crate::kernels::attention::{attend_rows, KeysT};
 use crate::kernels::matmul_q::{ActKey, OneToken, GEN_ALIGN};
 use crate::model::weights::{LlamaWeights, Matrix};
 
@@ -157,13 +157,7 @@ impl Job<'_> {
         let mut xn = vec![0f32; d];
         let mut acts = Acts::default();
         let mut scores = Vec::new();
-        let shape = AttnShape {
-            n_head: c.n_head,
-            group: c.n_head / c.n_kv_head,
-            head_dim: hd,
-            kv_stride: kvd,
-            scale: 1.0 / (hd as f32).sqrt(),
-        };
+        let shape = super::attn_shape(c);
 
         for (il, l) in w.layers.iter().enumerate() {
             let phase = il * PHASES_PER_LAYER;
