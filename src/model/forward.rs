@@ -232,14 +232,27 @@ fn ffn_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
     rms_norm(&s.x[..n * d], &l.ffn_norm, &mut s.xn[..n * d], d, c.rms_eps);
     l.w_gate.matmul(&s.xn[..n * d], &mut s.gate[..n * f], n, &mut s.qbuf);
     l.w_up.matmul(&s.xn[..n * d], &mut s.up[..n * f], n, &mut s.qbuf);
-    s.gate[..n * f].par_chunks_mut(f).zip(s.up[..n * f].par_chunks(f)).for_each(|(g, u)| {
-        for (gi, &ui) in g.iter_mut().zip(u) {
-            *gi = *gi / (1.0 + (-*gi).exp()) * ui;
-        }
-    });
+    s.gate[..n * f].par_chunks_mut(f).zip(s.up[..n * f].par_chunks(f)).for_each(|(g, u)| swiglu(g, u));
     l.w_down.matmul(&s.gate[..n * f], &mut s.proj[..n * d], n, &mut s.qbuf);
     for (x, p) in s.x[..n * d].iter_mut().zip(&s.proj[..n * d]) {
         *x += p;
+    }
+}
+
+/// `g = silu(g) * u = g / (1 + e^-g) * u`, element by element, with libm's `expf`. The
+/// exponentials go first into a small buffer, so that the divisions and products (the same
+/// operations in the same order, so the same bits) vectorize: one scalar division per element
+/// was 1.5% of an F16 pp512.
+fn swiglu(g: &mut [f32], u: &[f32]) {
+    const CHUNK: usize = 64;
+    let mut e = [0f32; CHUNK];
+    for (g, u) in g.chunks_mut(CHUNK).zip(u.chunks(CHUNK)) {
+        for (ei, &gi) in e.iter_mut().zip(g.iter()) {
+            *ei = (-gi).exp();
+        }
+        for ((gi, &ui), &ei) in g.iter_mut().zip(u).zip(&e) {
+            *gi = *gi / (1.0 + ei) * ui;
+        }
     }
 }
 

@@ -19,7 +19,7 @@
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::{rms_norm_row, rope, State};
+use super::{rms_norm_row, rope, swiglu, State};
 use crate::kernels::attention::{attend_rows, KeysT};
 use crate::kernels::matmul_q::{ActKey, OneToken, GEN_ALIGN};
 use crate::model::weights::{LlamaWeights, Matrix};
@@ -238,9 +238,7 @@ impl Job<'_> {
                 l.w_gate.one_token_rows(&og, &xn, ag, r0, g);
                 let au = acts.get(&ou, &xn);
                 l.w_up.one_token_rows(&ou, &xn, au, r0, u);
-                for (gi, &ui) in g.iter_mut().zip(u.iter()) {
-                    *gi = *gi / (1.0 + (-*gi).exp()) * ui;
-                }
+                swiglu(g, u);
             }
             t.barrier.wait();
 
