@@ -76,6 +76,20 @@ impl Matrix {
         }
     }
 
+    /// Where rows `r0..r1` of the weights lie in memory: a start address and a length in bytes,
+    /// for prefetching. `r0` and `r1` must be multiples of 16 or `rows` (packed matrices hold
+    /// 16-row groups of equal size, the other layouts rows of equal size).
+    pub fn rows_span(&self, r0: usize, r1: usize) -> (*const u8, usize) {
+        assert!(r0 <= r1 && r1 <= self.rows, "rows {r0}..{r1} of {}", self.rows);
+        let base = match &self.data {
+            MatrixData::F32(w) => w.as_ptr() as *const u8,
+            MatrixData::Blocks { data, .. } | MatrixData::Packed { data, .. } => data.as_ptr(),
+        };
+        let at = |r: usize| r * self.n_bytes() / self.rows;
+        // `wrapping_add` keeps this safe code: the address is only ever prefetched, never read.
+        (base.wrapping_add(at(r0)), at(r1) - at(r0))
+    }
+
     /// Bytes of weight storage.
     pub fn n_bytes(&self) -> usize {
         match &self.data {
