@@ -18,6 +18,7 @@
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use super::{rms_norm_row, rope, swiglu, State};
 use crate::kernels::attention::{attend_rows, KeysT};
@@ -470,18 +471,47 @@ fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// A sense-counting spin barrier for the team: threads spin briefly, then yield, so that a
-/// descheduled team mate costs the others a time slice rather than a lost wake-up.
+/// A sense-counting barrier for the team: threads spin for a while (a wait is a few
+/// microseconds when every thread has a CPU), then sleep on a condition variable. Spinning and
+/// yielding without end cost a scheduler time slice per barrier whenever another process held
+/// one of the CPUs: generation fell from ~109 to ~4 t/s (Q8_0) while the tests ran beside it.
 struct Barrier {
     n: usize,
     count: AtomicUsize,
     generation: AtomicUsize,
     poisoned: AtomicBool,
+    /// Threads that are (or are about to be) asleep in `wait`.
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
 }
+
+/// Spin-loop turns before a waiting thread goes to sleep (~50-100 µs).
+const SPINS_BEFORE_SLEEP: u32 = 1 << 12;
 
 impl Barrier {
     fn new(n: usize) -> Barrier {
-        Barrier { n, count: AtomicUsize::new(0), generation: AtomicUsize::new(0), poisoned: AtomicBool::new(false) }
+        Barrier {
+            n,
+            count: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        }
+    }
+
+    /// Wakes the threads asleep in `wait`, after the generation moved on or the barrier was
+    /// poisoned. A sleeper announces itself (`sleepers`, SeqCst) before it checks the
+    /// generation under the lock, and the waker changes the generation before it reads
+    /// `sleepers`: so either the waker sees the sleeper and notifies under the lock (after the
+    /// sleeper's check, so the notification reaches it), or the sleeper sees the new generation.
+    fn wake_sleepers(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_all();
+        }
     }
 
     /// Returns once all `n` threads have called it (for this generation). Every write a thread
@@ -492,7 +522,8 @@ impl Barrier {
         let gen = self.generation.load(Ordering::Acquire);
         if self.count.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
             self.count.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::Release);
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.wake_sleepers();
             return;
         }
         let mut spins = 0u32;
@@ -509,17 +540,24 @@ impl Barrier {
                     (span, off) = (span + 1, 0);
                 }
             }
-            if spins < 1 << 16 {
+            if spins < SPINS_BEFORE_SLEEP {
                 spins += 1;
                 std::hint::spin_loop();
             } else {
-                std::thread::yield_now();
+                self.sleepers.fetch_add(1, Ordering::SeqCst);
+                let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                while self.generation.load(Ordering::SeqCst) == gen && !self.poisoned.load(Ordering::SeqCst) {
+                    guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                }
+                drop(guard);
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
         }
     }
 
     fn poison(&self) {
-        self.poisoned.store(true, Ordering::Relaxed);
+        self.poisoned.store(true, Ordering::SeqCst);
+        self.wake_sleepers();
     }
 }
 
