@@ -138,9 +138,14 @@ pub struct LayerWeights {
 }
 
 impl LayerWeights {
+    /// The layer's seven matrices.
+    pub fn matrices(&self) -> [&Matrix; 7] {
+        [&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down]
+    }
+
     /// Bytes of the layer's seven matrices: what one generated token reads from this layer.
     pub fn n_matrix_bytes(&self) -> usize {
-        [&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down].iter().map(|m| m.n_bytes()).sum()
+        self.matrices().iter().map(|m| m.n_bytes()).sum()
     }
 }
 

@@ -346,7 +346,7 @@ struct Cuts {
 impl Cuts {
     fn new(w: &LlamaWeights, nt: usize) -> Cuts {
         let mut by_rows: Vec<(usize, Vec<usize>)> = Vec::new();
-        let layers = w.layers.iter().flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
+        let layers = w.layers.iter().flat_map(|l| l.matrices());
         for m in layers.chain([w.output()]) {
             if !by_rows.iter().any(|(r, _)| *r == m.rows) {
                 by_rows.push((m.rows, chunk_bounds(m.rows, nt)));
