@@ -180,9 +180,9 @@ pub fn matmul_packed(
         k4: packed::kernel(ty, isa, 4),
         k8: packed::kernel(ty, isa, 8),
     };
-    let nb = cols / 32;
+    let nb = packed::blocks(ty, cols);
     let x_row = act.row_bytes(cols as u64).expect("activation rows are whole blocks") as usize;
-    let p_row = packed::prepared_row_bytes(cols);
+    let p_row = packed::prepared_row_bytes(ty, cols);
     let ng = rows / packed::ROWS;
     assert_eq!(w.len(), ng * nb * packed::ROWS * (ty.block_bytes()), "packed weights have the wrong length");
     assert_eq!(x.len(), n_tokens * cols, "x has the wrong length");
@@ -259,7 +259,8 @@ enum OneKind {
     Blocks { ty: GgmlType, vdt: GgmlType, quantize: formats::QuantizeRowFn, k: Kernels },
     /// Packed 16-row groups: the prepared row, then the quantized one it came from. `group`
     /// is the bytes of one 16-row group.
-    Packed { ty: GgmlType, quantize: formats::QuantizeRowFn, k1: packed::KernelFn, p_row: usize, group: usize },
+    /// `nb` is the blocks per row.
+    Packed { ty: GgmlType, quantize: formats::QuantizeRowFn, k1: packed::KernelFn, p_row: usize, group: usize, nb: usize },
 }
 
 /// Which activation bytes a [`OneToken`] reads: products with the same key (and the same
@@ -299,10 +300,11 @@ impl OneToken {
     pub fn packed(isa: Isa, ty: GgmlType, cols: usize) -> OneToken {
         let act = packed::activation_type(ty);
         let x_row = act.row_bytes(cols as u64).expect("activation rows are whole blocks") as usize;
-        let p_row = packed::prepared_row_bytes(cols);
+        let p_row = packed::prepared_row_bytes(ty, cols);
         let k1 = packed::kernel(ty, isa, 1).expect("packed weights only exist where the kernels do");
-        let group = cols / 32 * packed::ROWS * ty.block_bytes();
-        let kind = OneKind::Packed { ty, quantize: activation_quantizer_with(isa, act), k1, p_row, group };
+        let nb = packed::blocks(ty, cols);
+        let group = nb * packed::ROWS * ty.block_bytes();
+        let kind = OneKind::Packed { ty, quantize: activation_quantizer_with(isa, act), k1, p_row, group, nb };
         OneToken { kind, cols, act_bytes: p_row + x_row }
     }
 
@@ -355,13 +357,13 @@ impl OneToken {
                 let (xq, xp) = act.split_at(k.x_row);
                 k.products(&w[r0 * k.w_row..r1 * k.w_row], xq, xp, |_, r, v| y[r] = v);
             }
-            OneKind::Packed { k1, p_row, group, .. } => {
+            OneKind::Packed { k1, p_row, group, nb, .. } => {
                 assert!(r1.is_multiple_of(packed::ROWS) && r1 / packed::ROWS * group <= w.len(), "packed one-token run");
                 let (g0, g1) = (r0 / packed::ROWS, r1 / packed::ROWS);
                 // SAFETY: `w` holds groups g0..g1 (checked above), `act` starts with one
-                // prepared row of `cols / 32` blocks, and the kernel writes 16 outputs per
-                // group, `y.len()` in all.
-                unsafe { k1(self.cols / 32, g1 - g0, w[g0 * group..].as_ptr(), act.as_ptr(), p_row, y.as_mut_ptr(), 0) };
+                // prepared row of `nb` blocks, and the kernel writes 16 outputs per group,
+                // `y.len()` in all.
+                unsafe { k1(nb, g1 - g0, w[g0 * group..].as_ptr(), act.as_ptr(), p_row, y.as_mut_ptr(), 0) };
             }
         }
     }
@@ -877,9 +879,9 @@ mod tests {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         let mut checked = 0;
         for isa in Isa::available() {
-            for ty in [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::IQ4_NL] {
+            for ty in [T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::Q8_0, T::IQ4_NL, T::IQ4_XS] {
                 // 80 rows: five groups, split unevenly over three threads in generation.
-                let (rows, cols) = (80, 576);
+                let (rows, cols) = (80, if ty == T::IQ4_XS { 768 } else { 576 });
                 if !packed::packable(ty, rows, isa) {
                     continue;
                 }
@@ -893,6 +895,18 @@ mod tests {
                     let mut scratch = Vec::new();
                     pool.install(|| matmul_packed(isa, ty, &p, rows, cols, &x, &mut y, n_tokens, &mut scratch));
                     let want = naive(Isa::Scalar, ty, &w, rows, cols, &x, n_tokens);
+                    if n_tokens == 1 {
+                        // The generation team's pieces: one prepared row, runs of rows.
+                        let ot = OneToken::packed(isa, ty, cols);
+                        let mut act = vec![0u8; ot.act_bytes()];
+                        ot.prepare(&x, &mut act);
+                        let mut y1 = vec![f32::NAN; rows];
+                        for (r0, r1) in [(0, 32), (32, 48), (48, rows)] {
+                            ot.rows(&p, &[], &x, &act, r0, &mut y1[r0..r1]);
+                        }
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&y1), bits(&want), "{ty} {} one-token runs", isa.name());
+                    }
                     for (i, (g, e)) in y.iter().zip(&want).enumerate() {
                         assert_eq!(
                             g.to_bits(),

@@ -1,5 +1,5 @@
-//! Weight matrices of the 32-block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL), repacked at
-//! load 16 rows at a time so that one 32-bit SIMD lane holds one row.
+//! Weight matrices of the 32-block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) and of IQ4_XS,
+//! repacked at load 16 rows at a time so that one 32-bit SIMD lane holds one row.
 //!
 //! Why: in the row-major layout a 256-bit register holds 32 weights of one row, so every
 //! block's integer products end in eight partial sums that must be reduced, converted and
@@ -13,7 +13,8 @@
 //!
 //! Numerics: per block the integer dot product is exact, and the float terms are formed and
 //! added in the order of the format's scalar reference (`formats::legacy::vec_dot_*`,
-//! `formats::iq4::vec_dot_iq4_nl_q8_0`), block after block, without fused multiply-adds. So
+//! `formats::iq4::vec_dot_iq4_nl_q8_0`, `formats::iq4::vec_dot_iq4_xs_q8_k`: one term per
+//! 32-weight sub-block), block after block, without fused multiply-adds. So
 //! every output is bit for bit the scalar reference's, whatever the instruction set, the token
 //! grouping or the thread count (`packed_*` tests).
 //!
@@ -28,14 +29,20 @@
 //!   nibbles and `16+4c..16+4c+4` in their high ones (4 chunks, 256 bytes); for Q8_0 they are
 //!   weights `4c..4c+4` (8 chunks, 512 bytes).
 //!
+//! IQ4_XS (256-weight super-blocks) per group and super-block: the 16 rows' f16 `d` (32 bytes),
+//! their `scales_h` (32 bytes), their `scales_l` (64 bytes), then the 128 quant bytes of each
+//! row in chunks of 4 as above (32 chunks; sub-block `s` is chunks `4s..4s + 4`, laid out like
+//! an IQ4_NL block), with Q8_K activations.
+//!
 //! A packed matrix has exactly the bytes of the original, rearranged. Rows 0..8 of a chunk are
 //! its first 32 bytes, so a 256-bit register takes half a group.
 //!
 //! Products: `vpmaddubsw` multiplies unsigned by signed bytes. The 4- and 5-bit quants are
 //! unsigned already (Q4_0's weight is `q - 8`, Q5_0's `q - 16`: the prepared activations carry
 //! `-8 · Σa` or `-16 · Σa` per block as the integer sum's starting value). Q8_0's quants and
-//! IQ4_NL's table values are signed and go through `|w| · sign(a, w)`. Every path is exact for
-//! every weight byte and every activation in `[-127, 127]`, all the activation quantizers make.
+//! IQ4_NL's and IQ4_XS's table values are signed and go through `|w| · sign(a, w)`. Every path
+//! is exact for every weight byte and every activation in `[-127, 127]`, all the activation
+//! quantizers make (Q8_K too: its scale is `max / -127`, so no quant rounds to -128).
 
 use crate::formats::iq4::KVALUES_IQ4NL;
 use crate::gguf::GgmlType;
@@ -44,13 +51,18 @@ use super::isa::Isa;
 
 /// Rows per packed group.
 pub const ROWS: usize = 16;
-/// Weights per block of every packable format.
+/// Weights per block of the 32-block formats.
 const QK: usize = 32;
+/// Weights per IQ4_XS super-block.
+const QK_K: usize = 256;
 /// Bytes of one prepared activation block: the f32 scale, a second word (Q4_0, Q5_0: the i32
 /// `-bias · Σa`; Q4_1, Q5_1: the f32 sum `s` of the Q8_1 block; else 0) and the 32 quants.
 pub const PREP_BLOCK: usize = 40;
+/// Bytes of one prepared IQ4_XS activation super-block: the Q8_K scale as f32, 4 unused bytes
+/// (the 32-block formats' second word) and the 256 quants.
+pub const PREP_SUPER: usize = 8 + QK_K;
 
-/// Whether matrices of `ty` with `rows` rows are repacked for `isa`: one of the six formats,
+/// Whether matrices of `ty` with `rows` rows are repacked for `isa`: one of the seven formats,
 /// whole groups of rows, and packed kernels for that instruction set.
 pub fn packable(ty: GgmlType, rows: usize, isa: Isa) -> bool {
     kind(ty).is_some() && rows > 0 && rows.is_multiple_of(ROWS) && kernel(ty, isa, 1).is_some()
@@ -64,6 +76,7 @@ enum Kind {
     Q5_1,
     Q8_0,
     IQ4NL,
+    IQ4XS,
 }
 
 fn kind(ty: GgmlType) -> Option<Kind> {
@@ -74,6 +87,7 @@ fn kind(ty: GgmlType) -> Option<Kind> {
         GgmlType::Q5_1 => Some(Kind::Q5_1),
         GgmlType::Q8_0 => Some(Kind::Q8_0),
         GgmlType::IQ4_NL => Some(Kind::IQ4NL),
+        GgmlType::IQ4_XS => Some(Kind::IQ4XS),
         _ => None,
     }
 }
@@ -87,25 +101,43 @@ impl Kind {
         matches!(self, Kind::Q5_0 | Kind::Q5_1)
     }
 
-    /// Quant bytes per row and block.
-    fn quant_bytes(self) -> usize {
-        if self == Kind::Q8_0 {
-            32
+    /// IQ4_XS: a 16-bit and a 32-bit field of sub-block scales, in the places of the other
+    /// formats' minimum and fifth bits (copied as they are).
+    fn has_scales(self) -> bool {
+        self == Kind::IQ4XS
+    }
+
+    /// Weights per block.
+    fn block_weights(self) -> usize {
+        if self == Kind::IQ4XS {
+            QK_K
         } else {
-            16
+            QK
         }
     }
 
-    /// Bytes of one raw block: f16 scale, f16 minimum, fifth bits, quants.
+    /// Quant bytes per row and block.
+    fn quant_bytes(self) -> usize {
+        match self {
+            Kind::Q8_0 => 32,
+            Kind::IQ4XS => 128,
+            _ => 16,
+        }
+    }
+
+    /// Bytes of one raw block: f16 scale, f16 minimum (IQ4_XS: `scales_h`), fifth bits
+    /// (IQ4_XS: `scales_l`), quants.
     fn raw_block(self) -> usize {
-        2 + 2 * self.has_min() as usize + 4 * self.has_qh() as usize + self.quant_bytes()
+        2 + 2 * (self.has_min() || self.has_scales()) as usize
+            + 4 * (self.has_qh() || self.has_scales()) as usize
+            + self.quant_bytes()
     }
 
     /// Offsets inside one raw block of the minimum, the fifth bits and the quants.
     fn raw_offsets(self) -> (usize, usize, usize) {
         let m = 2;
-        let qh = m + 2 * self.has_min() as usize;
-        (m, qh, qh + 4 * self.has_qh() as usize)
+        let qh = m + 2 * (self.has_min() || self.has_scales()) as usize;
+        (m, qh, qh + 4 * (self.has_qh() || self.has_scales()) as usize)
     }
 
     /// Bytes of one group's block: 16 rows' raw blocks, rearranged.
@@ -116,8 +148,8 @@ impl Kind {
     /// Offsets inside one group block of the minimums, the fifth bits and the quants.
     fn group_offsets(self) -> (usize, usize, usize) {
         let m = 2 * ROWS;
-        let qh = m + 2 * ROWS * self.has_min() as usize;
-        (m, qh, qh + 4 * ROWS * self.has_qh() as usize)
+        let qh = m + 2 * ROWS * (self.has_min() || self.has_scales()) as usize;
+        (m, qh, qh + 4 * ROWS * (self.has_qh() || self.has_scales()) as usize)
     }
 
     /// What the unsigned quants exceed the signed weights by (0: signed, or a minimum instead).
@@ -155,8 +187,8 @@ fn gather_qh(p: [u8; 4]) -> u32 {
 /// layout. Panics unless `ty` is packable, `rows` a multiple of 16 and the lengths agree.
 pub fn pack(ty: GgmlType, rows: usize, cols: usize, raw: &[u8]) -> Vec<u8> {
     let k = kind(ty).expect("a packable type");
-    assert!(rows.is_multiple_of(ROWS) && cols.is_multiple_of(QK), "{rows}x{cols} does not pack");
-    let nb = cols / QK;
+    assert!(rows.is_multiple_of(ROWS) && cols.is_multiple_of(k.block_weights()), "{rows}x{cols} does not pack");
+    let nb = cols / k.block_weights();
     let rb = k.raw_block();
     assert_eq!(raw.len(), rows * nb * rb, "{ty} matrix of {rows}x{cols}: wrong length");
     let (rm, rqh, rq) = k.raw_offsets();
@@ -168,12 +200,14 @@ pub fn pack(ty: GgmlType, rows: usize, cols: usize, raw: &[u8]) -> Vec<u8> {
             for r in 0..ROWS {
                 let src = &raw[((g * ROWS + r) * nb + b) * rb..][..rb];
                 dst[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
-                if k.has_min() {
+                if k.has_min() || k.has_scales() {
                     dst[gm + 2 * r..gm + 2 * r + 2].copy_from_slice(&src[rm..rm + 2]);
                 }
                 if k.has_qh() {
                     let qh = u32::from_le_bytes(src[rqh..rqh + 4].try_into().expect("4 bytes"));
                     dst[gqh + 4 * r..gqh + 4 * r + 4].copy_from_slice(&spread_qh(qh));
+                } else if k.has_scales() {
+                    dst[gqh + 4 * r..gqh + 4 * r + 4].copy_from_slice(&src[rqh..rqh + 4]);
                 }
                 for c in 0..k.quant_bytes() / 4 {
                     let o = gq + c * 4 * ROWS + 4 * r;
@@ -190,12 +224,14 @@ fn unpack_block(k: Kind, src: &[u8], l: usize, dst: &mut [u8]) {
     let (rm, rqh, rq) = k.raw_offsets();
     let (gm, gqh, gq) = k.group_offsets();
     dst[..2].copy_from_slice(&src[2 * l..2 * l + 2]);
-    if k.has_min() {
+    if k.has_min() || k.has_scales() {
         dst[rm..rm + 2].copy_from_slice(&src[gm + 2 * l..gm + 2 * l + 2]);
     }
     if k.has_qh() {
         let p = src[gqh + 4 * l..gqh + 4 * l + 4].try_into().expect("4 bytes");
         dst[rqh..rqh + 4].copy_from_slice(&gather_qh(p).to_le_bytes());
+    } else if k.has_scales() {
+        dst[rqh..rqh + 4].copy_from_slice(&src[gqh + 4 * l..gqh + 4 * l + 4]);
     }
     for c in 0..k.quant_bytes() / 4 {
         let o = gq + c * 4 * ROWS + 4 * l;
@@ -206,8 +242,8 @@ fn unpack_block(k: Kind, src: &[u8], l: usize, dst: &mut [u8]) {
 /// Row `r` of a packed matrix, back in its raw blocks (`out` holds one raw row).
 pub fn unpack_row(ty: GgmlType, cols: usize, packed: &[u8], r: usize, out: &mut [u8]) {
     let k = kind(ty).expect("a packable type");
-    assert_eq!(out.len(), cols / QK * k.raw_block(), "one raw row");
-    let (g, l, nb) = (r / ROWS, r % ROWS, cols / QK);
+    assert_eq!(out.len(), cols / k.block_weights() * k.raw_block(), "one raw row");
+    let (g, l, nb) = (r / ROWS, r % ROWS, cols / k.block_weights());
     for (b, dst) in out.chunks_exact_mut(k.raw_block()).enumerate() {
         unpack_block(k, &packed[(g * nb + b) * k.group_block()..][..k.group_block()], l, dst);
     }
@@ -219,23 +255,33 @@ pub fn unpack_row(ty: GgmlType, cols: usize, packed: &[u8], r: usize, out: &mut 
 pub fn dequantize_row(ty: GgmlType, cols: usize, packed: &[u8], r: usize, out: &mut [f32]) {
     let k = kind(ty).expect("a packable type");
     assert_eq!(out.len(), cols, "one row of values");
-    let (g, l, nb) = (r / ROWS, r % ROWS, cols / QK);
-    let mut raw = [0u8; 34];
+    let (g, l, nb) = (r / ROWS, r % ROWS, cols / k.block_weights());
+    let mut raw = [0u8; 136];
     let raw = &mut raw[..k.raw_block()];
-    for (b, o) in out.chunks_exact_mut(QK).enumerate() {
+    for (b, o) in out.chunks_exact_mut(k.block_weights()).enumerate() {
         unpack_block(k, &packed[(g * nb + b) * k.group_block()..][..k.group_block()], l, raw);
         crate::formats::dequantize(ty, raw, o).expect("one whole block");
     }
 }
 
-/// The activation type of `ty`'s products (Q8_0, or Q8_1 for the formats with a minimum).
+/// The activation type of `ty`'s products (Q8_0, Q8_1 for the formats with a minimum, Q8_K
+/// for IQ4_XS).
 pub fn activation_type(ty: GgmlType) -> GgmlType {
     crate::formats::traits(ty).vec_dot_type
 }
 
-/// Bytes of one prepared activation row of `cols` values.
-pub fn prepared_row_bytes(cols: usize) -> usize {
-    cols / QK * PREP_BLOCK
+/// Blocks per row of `cols` weights of the packable `ty`: what the kernels take as `nb`.
+pub fn blocks(ty: GgmlType, cols: usize) -> usize {
+    cols / kind(ty).expect("a packable type").block_weights()
+}
+
+/// Bytes of one prepared activation row of `cols` values for weights of `ty`.
+pub fn prepared_row_bytes(ty: GgmlType, cols: usize) -> usize {
+    if kind(ty) == Some(Kind::IQ4XS) {
+        cols / QK_K * PREP_SUPER
+    } else {
+        cols / QK * PREP_BLOCK
+    }
 }
 
 /// Prepares one activation row `y` of `cols` values, quantized to [`activation_type`], for
@@ -243,6 +289,18 @@ pub fn prepared_row_bytes(cols: usize) -> usize {
 /// 32 quants.
 pub fn prepare(ty: GgmlType, cols: usize, y: &[u8], out: &mut [u8]) {
     let k = kind(ty).expect("a packable type");
+    if k == Kind::IQ4XS {
+        // Q8_K: the f32 scale, 256 quants, 16 i16 sums (unused here).
+        const YB: usize = 4 + QK_K + 32;
+        let nb = cols / QK_K;
+        assert!(y.len() == nb * YB && out.len() == nb * PREP_SUPER, "prepared row lengths");
+        for (src, dst) in y.chunks_exact(YB).zip(out.chunks_exact_mut(PREP_SUPER)) {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[4..8].fill(0);
+            dst[8..].copy_from_slice(&src[4..4 + QK_K]);
+        }
+        return;
+    }
     let nb = cols / QK;
     let yb = if k.has_min() { 36 } else { 34 };
     assert!(y.len() == nb * yb && out.len() == nb * PREP_BLOCK, "prepared row lengths");
@@ -314,6 +372,9 @@ pub fn reference(ty: GgmlType, nb: usize, ng: usize, w: &[u8], a: &[&[u8]], y: &
     let (gm, gqh, gq) = k.group_offsets();
     assert_eq!(w.len(), ng * nb * gb, "packed weights");
     let f16 = |p: &[u8], i: usize| half::f16::from_le_bytes([p[2 * i], p[2 * i + 1]]).to_f32();
+    if k == Kind::IQ4XS {
+        return reference_iq4xs(nb, ng, w, a, y, y_stride);
+    }
     for (t, at) in a.iter().enumerate() {
         assert_eq!(at.len(), nb * PREP_BLOCK, "prepared activations");
         for g in 0..ng {
@@ -335,7 +396,44 @@ pub fn reference(ty: GgmlType, nb: usize, ng: usize, w: &[u8], a: &[&[u8]], y: &
                         Kind::Q4_0 => f * dw * da,
                         Kind::Q5_0 | Kind::Q8_0 | Kind::IQ4NL => (dw * da) * f,
                         Kind::Q4_1 | Kind::Q5_1 => (dw * da) * f + f16(&blk[gm..], l) * f32::from_bits(second),
+                        Kind::IQ4XS => unreachable!("IQ4_XS returned above"),
                     };
+                }
+                y[t * y_stride + g * ROWS + l] = acc;
+            }
+        }
+    }
+}
+
+/// [`reference`] for IQ4_XS: per super-block `d4d8 = d · d_a`, then per sub-block
+/// `acc += (d4d8 · (ls - 32)) · Σ w·a`, as `formats::iq4::vec_dot_iq4_xs_q8_k` does.
+fn reference_iq4xs(nb: usize, ng: usize, w: &[u8], a: &[&[u8]], y: &mut [f32], y_stride: usize) {
+    let k = Kind::IQ4XS;
+    let gb = k.group_block();
+    let (gm, gqh, gq) = k.group_offsets();
+    for (t, at) in a.iter().enumerate() {
+        assert_eq!(at.len(), nb * PREP_SUPER, "prepared activations");
+        for g in 0..ng {
+            for l in 0..ROWS {
+                let mut acc = 0f32;
+                for b in 0..nb {
+                    let blk = &w[(g * nb + b) * gb..][..gb];
+                    let ab = &at[b * PREP_SUPER..][..PREP_SUPER];
+                    let dw = half::f16::from_le_bytes([blk[2 * l], blk[2 * l + 1]]).to_f32();
+                    let d4d8 = dw * f32::from_le_bytes(ab[..4].try_into().unwrap());
+                    let sh = u16::from_le_bytes([blk[gm + 2 * l], blk[gm + 2 * l + 1]]) as u32;
+                    let sl = u32::from_le_bytes(blk[gqh + 4 * l..gqh + 4 * l + 4].try_into().unwrap());
+                    for s in 0..QK_K / QK {
+                        let ls = ((sl >> (4 * s)) & 0xF) | (((sh >> (2 * s)) & 3) << 4);
+                        let dl = d4d8 * (ls as i32 - 32) as f32;
+                        // Sub-block `s` is laid out as an IQ4_NL block, 16 chunks further per `s`.
+                        let q = &blk[gq + s * 4 * 4 * ROWS..];
+                        let mut sum = 0i32;
+                        for j in 0..QK {
+                            sum += weight(Kind::IQ4NL, q, [0; 4], l, j) * ab[8 + QK * s + j] as i8 as i32;
+                        }
+                        acc += dl * sum as f32;
+                    }
                 }
                 y[t * y_stride + g * ROWS + l] = acc;
             }
@@ -347,7 +445,7 @@ pub fn reference(ty: GgmlType, nb: usize, ng: usize, w: &[u8], a: &[&[u8]], y: &
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{KernelFn, Kind, PREP_BLOCK, ROWS};
+    use super::{KernelFn, Kind, PREP_BLOCK, PREP_SUPER, QK, QK_K, ROWS};
     use crate::formats::iq4::KVALUES_IQ4NL;
 
     /// F16C on top of what `Isa::Avx2` guarantees (AVX2, FMA); asked once (cpuid traps in a VM).
@@ -385,6 +483,12 @@ mod x86 {
             Kind::Q5_1 => k!(Q5_1),
             Kind::Q8_0 => k!(Q8_0),
             Kind::IQ4NL => k!(IQ4NL),
+            Kind::IQ4XS => match t {
+                1 => Some(run_xs::<1> as KernelFn),
+                4 => Some(run_xs::<4> as KernelFn),
+                8 => Some(run_xs::<8> as KernelFn),
+                _ => None,
+            },
         }
     }
 
@@ -546,6 +650,83 @@ mod x86 {
             }
         }
     }
+
+    /// The IQ4_XS kernel (see [`KernelFn`]): per super-block and half group, the eight rows'
+    /// scales are decoded once for the `T` tokens; per sub-block each token's integer sum is
+    /// that of an IQ4_NL block, and adds `(d4d8 · (ls - 32)) · sum` to the row's lane, the
+    /// scalar reference's terms.
+    ///
+    /// # Safety
+    /// As for [`run`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn run_xs<const T: usize>(
+        nb: usize,
+        ng: usize,
+        w: *const u8,
+        a: *const u8,
+        a_stride: usize,
+        y: *mut f32,
+        y_stride: usize,
+    ) {
+        let kind = Kind::IQ4XS;
+        let gb = kind.group_block();
+        let (gsh, gsl, gq) = kind.group_offsets();
+        let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+        let low = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        for g in 0..ng {
+            let wg = w.add(g * nb * gb);
+            for half in 0..2 {
+                let mut acc = [_mm256_setzero_ps(); T];
+                for b in 0..nb {
+                    let blk = wg.add(b * gb);
+                    if T == 1 && half == 0 {
+                        let mut off = 0;
+                        while off < gb {
+                            _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + off) as *const i8);
+                            off += 64;
+                        }
+                    }
+                    let ab: [*const u8; T] = std::array::from_fn(|t| a.add(t * a_stride + b * PREP_SUPER));
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * half) as *const __m128i));
+                    let d4d8: [__m256; T] =
+                        std::array::from_fn(|t| _mm256_mul_ps(dw, _mm256_broadcast_ss(&*(ab[t] as *const f32))));
+                    // Each row's scale fields in its lane, shifted on by one sub-block per step.
+                    let mut sh = _mm256_cvtepu16_epi32(_mm_loadu_si128(blk.add(gsh + 16 * half) as *const __m128i));
+                    let mut sl = _mm256_loadu_si256(blk.add(gsl + 32 * half) as *const __m256i);
+                    for s in 0..QK_K / QK {
+                        let ls = _mm256_or_si256(
+                            _mm256_and_si256(sl, _mm256_set1_epi32(0x0F)),
+                            _mm256_slli_epi32::<4>(_mm256_and_si256(sh, _mm256_set1_epi32(3))),
+                        );
+                        let lsf = _mm256_cvtepi32_ps(_mm256_sub_epi32(ls, _mm256_set1_epi32(32)));
+                        sl = _mm256_srli_epi32::<4>(sl);
+                        sh = _mm256_srli_epi32::<2>(sh);
+                        let q = blk.add(gq + s * 4 * 4 * ROWS + 32 * half);
+                        let mut s32 = [_mm256_setzero_si256(); T];
+                        for c in 0..4 {
+                            let raw = _mm256_loadu_si256(q.add(64 * c) as *const __m256i);
+                            let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(raw, low));
+                            let hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low));
+                            let (alo, ahi) = (_mm256_abs_epi8(lo), _mm256_abs_epi8(hi));
+                            for t in 0..T {
+                                let at = ab[t].add(8 + QK * s);
+                                s32[t] = dot_signed(s32[t], alo, lo, bcast32(at.add(4 * c)), ones);
+                                s32[t] = dot_signed(s32[t], ahi, hi, bcast32(at.add(16 + 4 * c)), ones);
+                            }
+                        }
+                        for t in 0..T {
+                            let term = _mm256_mul_ps(_mm256_mul_ps(d4d8[t], lsf), _mm256_cvtepi32_ps(s32[t]));
+                            acc[t] = _mm256_add_ps(acc[t], term);
+                        }
+                    }
+                }
+                for (t, acc_t) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(y.add(t * y_stride + g * ROWS + 8 * half), *acc_t);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -554,8 +735,15 @@ mod tests {
     use crate::formats;
     use crate::kernels::vec_dot::tests::values;
 
-    const TYPES: [GgmlType; 6] =
-        [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::IQ4_NL];
+    const TYPES: [GgmlType; 7] = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
+    ];
 
     fn quantize(ty: GgmlType, v: &[f32]) -> Vec<u8> {
         let mut out = vec![0u8; v.len() / ty.block_size() * ty.block_bytes()];
@@ -577,7 +765,7 @@ mod tests {
     #[test]
     fn packed_unpack_row_inverts_pack() {
         for ty in TYPES {
-            let (rows, cols) = (32, 96);
+            let (rows, cols) = (32, 3 * ty.block_size());
             let raw = quantize(ty, &values(3, rows * cols));
             let p = pack(ty, rows, cols, &raw);
             assert_eq!(p.len(), raw.len(), "{ty}");
@@ -630,7 +818,7 @@ mod tests {
             let dot = formats::traits(ty).vec_dot.expect("a scalar vec_dot");
             let act = activation_type(ty);
             for (seed, rows, nb) in [(1u64, 16usize, 1usize), (2, 32, 3), (3, 48, 18), (4, 16, 48), (5, 32, 7)] {
-                let cols = nb * QK;
+                let cols = nb * ty.block_size();
                 let raw = if seed % 2 == 1 {
                     let mut v = values(seed, rows * cols);
                     for (r, row) in v.chunks_mut(cols).enumerate() {
@@ -653,7 +841,7 @@ mod tests {
                         quantize(act, &v)
                     })
                     .collect();
-                let pr = prepared_row_bytes(cols);
+                let pr = prepared_row_bytes(ty, cols);
                 let prep: Vec<u8> = acts
                     .iter()
                     .flat_map(|a| {
