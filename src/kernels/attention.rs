@@ -269,77 +269,81 @@ fn attend_rows_impl<V: V16>(
         v.len() >= n_keys * s.kv_stride && s.kv_stride >= (s.n_head / s.group) * hd,
         "values shorter than attended"
     );
-    scores.resize(QUERY_BLOCK * padded, 0.0);
-    for h in heads {
-        let g = h / s.group;
+    // The query heads sharing a key/value head go together: each key block, once loaded, serves
+    // all of them (their scores rows side by side in `scores`), rather than being read again
+    // from L2 per head. Every score and output is computed as before, so the bits are the same.
+    scores.resize(s.group * QUERY_BLOCK * padded, 0.0);
+    let mut h_first = heads.start;
+    while h_first < heads.end {
+        let g = h_first / s.group;
+        let hs = h_first..heads.end.min((g + 1) * s.group);
+        h_first = hs.end;
         let kt_head = &kt.data[g * hd * kt.stride..(g + 1) * hd * kt.stride];
         for r0 in (0..nq).step_by(QUERY_BLOCK) {
             let nb = QUERY_BLOCK.min(nq - r0);
             // Keys up to the last query of the block; row `i` uses `0..=t0 + r0 + i`.
             let last = t0 + r0 + nb - 1;
-            let qh = |i: usize| &q[(r0 + i) * qd + h * hd..(r0 + i) * qd + (h + 1) * hd];
             for j0 in (0..=last).step_by(KEY_BLOCK) {
-                if nb == QUERY_BLOCK {
-                    let qs: [&[f32]; QUERY_BLOCK] = std::array::from_fn(qh);
-                    // SAFETY: `j0 + 16 <= padded <= stride` and every row of `kt_head` has `stride`
-                    // values; `scores` holds QUERY_BLOCK rows of `padded`.
-                    unsafe { scores_block::<V, QUERY_BLOCK>(qs, kt_head, kt.stride, j0, s.scale, scores, padded) };
-                } else {
-                    for i in 0..nb {
-                        // SAFETY: as above, for row `i` of `scores`.
-                        unsafe {
-                            scores_block::<V, 1>(
-                                [qh(i)],
-                                kt_head,
-                                kt.stride,
-                                j0,
-                                s.scale,
-                                &mut scores[i * padded..],
-                                padded,
-                            )
-                        };
+                for (k, h) in hs.clone().enumerate() {
+                    let qh = |i: usize| &q[(r0 + i) * qd + h * hd..(r0 + i) * qd + (h + 1) * hd];
+                    let sc_h = &mut scores[k * QUERY_BLOCK * padded..(k + 1) * QUERY_BLOCK * padded];
+                    if nb == QUERY_BLOCK {
+                        let qs: [&[f32]; QUERY_BLOCK] = std::array::from_fn(qh);
+                        // SAFETY: `j0 + 16 <= padded <= stride` and every row of `kt_head` has
+                        // `stride` values; `sc_h` holds QUERY_BLOCK rows of `padded`.
+                        unsafe { scores_block::<V, QUERY_BLOCK>(qs, kt_head, kt.stride, j0, s.scale, sc_h, padded) };
+                    } else {
+                        for i in 0..nb {
+                            // SAFETY: as above, for row `i` of `sc_h`.
+                            unsafe {
+                                scores_block::<V, 1>([qh(i)], kt_head, kt.stride, j0, s.scale, &mut sc_h[i * padded..], padded)
+                            };
+                        }
                     }
                 }
             }
-            // Softmax per query, in key order, as `attend_row` does.
-            let mut inv = [0f32; QUERY_BLOCK];
-            for (i, inv_i) in inv.iter_mut().enumerate().take(nb) {
-                let sc = &mut scores[i * padded..i * padded + t0 + r0 + i + 1];
-                let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                *inv_i = exp_and_inverse_sum(sc, max);
-                // The weights themselves, each rounded once as `attend_row` rounds them.
-                for sj in sc.iter_mut() {
-                    *sj *= *inv_i;
+            for (k, hh) in hs.clone().enumerate() {
+                let sc_h = &mut scores[k * QUERY_BLOCK * padded..(k + 1) * QUERY_BLOCK * padded];
+                // Softmax per query, in key order, as `attend_row` does.
+                let mut inv = [0f32; QUERY_BLOCK];
+                for (i, inv_i) in inv.iter_mut().enumerate().take(nb) {
+                    let sc = &mut sc_h[i * padded..i * padded + t0 + r0 + i + 1];
+                    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    *inv_i = exp_and_inverse_sum(sc, max);
+                    // The weights themselves, each rounded once as `attend_row` rounds them.
+                    for sj in sc.iter_mut() {
+                        *sj *= *inv_i;
+                    }
                 }
-            }
-            // Weighted sum of values in key order, 16 dimensions at a time, each value row
-            // read once for the block's queries. A partial block goes one query at a time:
-            // each output's sum is the same whatever the grouping.
-            let kv_off = g * hd;
-            let main = hd / 16 * 16;
-            let vs = Values { v, stride: s.kv_stride, off: kv_off, first: t0 + r0 };
-            let dst = |i: usize| (r0 + i) * od + (h - h0) * hd;
-            if nb == QUERY_BLOCK {
-                let sc: [&[f32]; QUERY_BLOCK] = std::array::from_fn(|i| &scores[i * padded..(i + 1) * padded]);
-                // SAFETY: `j < n_keys` for every key read and `kv_off + main <= kv_stride`
-                // (asserted above); every output row holds `main` values from `dst(i)`.
-                unsafe { vs.weighted_sum::<V, QUERY_BLOCK>(sc, main, out.as_mut_ptr(), std::array::from_fn(dst)) };
-            } else {
-                for i in 0..nb {
-                    let one = Values { first: t0 + r0 + i, ..vs };
-                    // SAFETY: as above, for the one query `i`.
-                    unsafe { one.weighted_sum::<V, 1>([&scores[i * padded..]], main, out.as_mut_ptr(), [dst(i)]) };
+                // Weighted sum of values in key order, 16 dimensions at a time, each value row
+                // read once for the block's queries. A partial block goes one query at a time:
+                // each output's sum is the same whatever the grouping.
+                let kv_off = g * hd;
+                let main = hd / 16 * 16;
+                let vs = Values { v, stride: s.kv_stride, off: kv_off, first: t0 + r0 };
+                let dst = |i: usize| (r0 + i) * od + (hh - h0) * hd;
+                if nb == QUERY_BLOCK {
+                    let sc: [&[f32]; QUERY_BLOCK] = std::array::from_fn(|i| &sc_h[i * padded..(i + 1) * padded]);
+                    // SAFETY: `j < n_keys` for every key read and `kv_off + main <= kv_stride`
+                    // (asserted above); every output row holds `main` values from `dst(i)`.
+                    unsafe { vs.weighted_sum::<V, QUERY_BLOCK>(sc, main, out.as_mut_ptr(), std::array::from_fn(dst)) };
+                } else {
+                    for i in 0..nb {
+                        let one = Values { first: t0 + r0 + i, ..vs };
+                        // SAFETY: as above, for the one query `i`.
+                        unsafe { one.weighted_sum::<V, 1>([&sc_h[i * padded..]], main, out.as_mut_ptr(), [dst(i)]) };
+                    }
                 }
-            }
-            // Dimensions past the last whole 16 (none for this model's 64).
-            for i in (0..nb).filter(|_| main < hd) {
-                let orow = &mut out[(r0 + i) * od + (h - h0) * hd + main..(r0 + i) * od + (h - h0 + 1) * hd];
-                orow.fill(0.0);
-                for j in 0..=t0 + r0 + i {
-                    let vj = &v[j * s.kv_stride + kv_off + main..j * s.kv_stride + kv_off + hd];
-                    let p = scores[i * padded + j];
-                    for (oi, &vi) in orow.iter_mut().zip(vj) {
-                        *oi += p * vi;
+                // Dimensions past the last whole 16 (none for this model's 64).
+                for i in (0..nb).filter(|_| main < hd) {
+                    let orow = &mut out[(r0 + i) * od + (hh - h0) * hd + main..(r0 + i) * od + (hh - h0 + 1) * hd];
+                    orow.fill(0.0);
+                    for j in 0..=t0 + r0 + i {
+                        let vj = &v[j * s.kv_stride + kv_off + main..j * s.kv_stride + kv_off + hd];
+                        let p = sc_h[i * padded + j];
+                        for (oi, &vi) in orow.iter_mut().zip(vj) {
+                            *oi += p * vi;
+                        }
                     }
                 }
             }
