@@ -45,6 +45,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::exp;
 use crate::run::results::Quality;
 
 /// Base log-probabilities at or below this do not enter the KL divergence. llama.cpp skips them
@@ -92,18 +93,22 @@ impl LogSoftmax {
                 imax = i;
             }
         }
-        // Four f64 accumulators instead of one: the exp calls dominate either way, but a single
-        // chain of dependent adds would serialize them. The order only moves the f64 sum by a few
-        // ulps, far below the f32 rounding of its log.
+        // Four f64 accumulators instead of one: a single chain of dependent adds would
+        // serialize them. The order only moves the f64 sum by a few ulps, far below the f32
+        // rounding of its log. Logit `i` goes to accumulator `i % 4`, a last partial four to
+        // the first; the exponentials (libm's `expf` bits) are computed 64 at a time.
         let mut acc = [0f64; 4];
-        let mut chunks = logits.chunks_exact(4);
-        for c in &mut chunks {
-            for k in 0..4 {
-                acc[k] += (c[k] - max).exp() as f64;
+        let main = logits.len() / 4 * 4;
+        let mut e = [0f32; 64];
+        for (c0, c) in (0..).step_by(64).zip(logits.chunks(64)) {
+            let e = &mut e[..c.len()];
+            for (ei, &l) in e.iter_mut().zip(c) {
+                *ei = l - max;
             }
-        }
-        for &l in chunks.remainder() {
-            acc[0] += (l - max).exp() as f64;
+            exp::exp_in_place(e);
+            for (i, &ei) in (c0..).zip(e.iter()) {
+                acc[if i < main { i % 4 } else { 0 }] += ei as f64;
+            }
         }
         let sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         LogSoftmax { max, imax, log_sum_exp: sum.ln() as f32 }

@@ -7,6 +7,7 @@
 //! Kernels do no I/O and allocate nothing.
 
 pub mod attention;
+pub mod exp;
 pub mod isa;
 pub mod matmul_f32;
 pub mod matmul_q;

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 mod decode;
 
 use crate::kernels::attention::{attend_rows, AttnShape, KeysT, KEY_BLOCK};
+use crate::kernels::exp;
 use crate::model::config::{LlamaConfig, RopeMode};
 use crate::model::weights::{LayerWeights, LlamaWeights};
 
@@ -239,7 +240,8 @@ fn ffn_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
     }
 }
 
-/// `g = silu(g) * u = g / (1 + e^-g) * u`, element by element, with libm's `expf`. The
+/// `g = silu(g) * u = g / (1 + e^-g) * u`, element by element, with libm's `expf` bits
+/// ([`exp::exp_in_place`], vectorized: libm's scalar calls were 2.8% of an F16 pp512). The
 /// exponentials go first into a small buffer, so that the divisions and products (the same
 /// operations in the same order, so the same bits) vectorize: one scalar division per element
 /// was 1.5% of an F16 pp512.
@@ -247,10 +249,12 @@ fn swiglu(g: &mut [f32], u: &[f32]) {
     const CHUNK: usize = 64;
     let mut e = [0f32; CHUNK];
     for (g, u) in g.chunks_mut(CHUNK).zip(u.chunks(CHUNK)) {
+        let e = &mut e[..g.len()];
         for (ei, &gi) in e.iter_mut().zip(g.iter()) {
-            *ei = (-gi).exp();
+            *ei = -gi;
         }
-        for ((gi, &ui), &ei) in g.iter_mut().zip(u).zip(&e) {
+        exp::exp_in_place(e);
+        for ((gi, &ui), &ei) in g.iter_mut().zip(u).zip(e.iter()) {
             *gi = *gi / (1.0 + ei) * ui;
         }
     }
