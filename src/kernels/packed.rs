@@ -496,6 +496,18 @@ mod x86 {
         [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind::Q8_0, Kind::IQ4NL][k as usize]
     }
 
+    /// One token streams the weights from memory once: asks for the `gb` bytes of the group
+    /// block `PREFETCH_BYTES` ahead of `blk` while that one is computed. The addresses may lie
+    /// past the matrix (a prefetch never faults), hence `wrapping_add`.
+    #[inline(always)]
+    unsafe fn prefetch_ahead(blk: *const u8, gb: usize) {
+        let mut off = 0;
+        while off < gb {
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_BYTES + off) as *const i8);
+            off += 64;
+        }
+    }
+
     #[inline(always)]
     unsafe fn bcast32(p: *const u8) -> __m256i {
         _mm256_set1_epi32((p as *const i32).read_unaligned())
@@ -612,13 +624,7 @@ mod x86 {
                 for b in 0..nb {
                     let blk = wg.add(b * gb);
                     if T == 1 && half == 0 {
-                        // One token streams the weights from memory once: ask for the lines
-                        // PREFETCH_BYTES ahead while this block is computed.
-                        let mut off = 0;
-                        while off < gb {
-                            _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + off) as *const i8);
-                            off += 64;
-                        }
+                        prefetch_ahead(blk, gb);
                     }
                     let ab: [*const u8; T] = std::array::from_fn(|t| a.add(t * a_stride + b * PREP_BLOCK));
                     let s32 = int_sums::<K, T>(blk, half, &ab);
@@ -681,11 +687,7 @@ mod x86 {
                 for b in 0..nb {
                     let blk = wg.add(b * gb);
                     if T == 1 && half == 0 {
-                        let mut off = 0;
-                        while off < gb {
-                            _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH_BYTES + off) as *const i8);
-                            off += 64;
-                        }
+                        prefetch_ahead(blk, gb);
                     }
                     let ab: [*const u8; T] = std::array::from_fn(|t| a.add(t * a_stride + b * PREP_SUPER));
                     let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * half) as *const __m128i));
