@@ -157,7 +157,7 @@ pub fn matmul_with(
 }
 
 /// `y (n_tokens, rows) = x (n_tokens, cols) · Wᵀ` for weights packed by [`packed::pack`]
-/// (a 32-block format, `rows` a multiple of 16) on `isa`, which must have packed kernels
+/// (a 32-block format or IQ4_XS, `rows` a multiple of 16) on `isa`, which must have packed kernels
 /// ([`packed::packable`]). Every output is the format's scalar `vec_dot` bit for bit, so
 /// neither the grouping of tokens nor the thread count changes a result.
 #[allow(clippy::too_many_arguments)]
