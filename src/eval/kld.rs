@@ -99,17 +99,7 @@ impl LogSoftmax {
         // the first; the exponentials (libm's `expf` bits) are computed 64 at a time.
         let mut acc = [0f64; 4];
         let main = logits.len() / 4 * 4;
-        let mut e = [0f32; 64];
-        for (c0, c) in (0..).step_by(64).zip(logits.chunks(64)) {
-            let e = &mut e[..c.len()];
-            for (ei, &l) in e.iter_mut().zip(c) {
-                *ei = l - max;
-            }
-            exp::exp_in_place(e);
-            for (i, &ei) in (c0..).zip(e.iter()) {
-                acc[if i < main { i % 4 } else { 0 }] += ei as f64;
-            }
-        }
+        exp::for_each_exp_minus(logits, max, |i, e| acc[if i < main { i % 4 } else { 0 }] += e as f64);
         let sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         LogSoftmax { max, imax, log_sum_exp: sum.ln() as f32 }
     }

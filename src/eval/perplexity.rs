@@ -101,22 +101,12 @@ impl NllStats {
 
 /// Negative log-likelihood of `tok` under `logits`, as llama.cpp's `log_softmax`: the max and the
 /// difference in f32, the sum of exponentials in f64, in logit order. The exponentials are
-/// libm's `expf` bits, computed 64 at a time ([`exp::exp_in_place`]; 49152 scalar calls per
+/// libm's `expf` bits, computed 64 at a time ([`exp::for_each_exp_minus`]; 49152 scalar calls per
 /// scored token otherwise).
 pub fn nll(logits: &[f32], tok: usize) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut e = [0f32; 64];
     let mut sum_exp = 0f64;
-    for c in logits.chunks(64) {
-        let e = &mut e[..c.len()];
-        for (ei, &l) in e.iter_mut().zip(c) {
-            *ei = l - max;
-        }
-        exp::exp_in_place(e);
-        for &ei in e.iter() {
-            sum_exp += ei as f64;
-        }
-    }
+    exp::for_each_exp_minus(logits, max, |_, e| sum_exp += e as f64);
     -(((logits[tok] - max) as f64) - sum_exp.ln())
 }
 

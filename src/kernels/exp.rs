@@ -127,6 +127,22 @@ pub fn exp_in_place_with(isa: Isa, v: &mut [f32]) {
     }
 }
 
+/// Calls `f(i, expf(xs[i] - shift))` for every `i` in order, the exponentials computed 64 at
+/// a time by [`exp_in_place`]: the sums of a log-softmax, which must keep their order.
+pub fn for_each_exp_minus(xs: &[f32], shift: f32, mut f: impl FnMut(usize, f32)) {
+    let mut e = [0f32; 64];
+    for (c0, c) in (0..).step_by(64).zip(xs.chunks(64)) {
+        let e = &mut e[..c.len()];
+        for (ei, &x) in e.iter_mut().zip(c) {
+            *ei = x - shift;
+        }
+        exp_in_place(e);
+        for (i, &ei) in (c0..).zip(e.iter()) {
+            f(i, ei);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;

@@ -368,13 +368,13 @@ fn weight(k: Kind, q: &[u8], qh: [u8; 4], l: usize, j: usize) -> i32 {
 /// output from the raw ones.
 pub fn reference(ty: GgmlType, nb: usize, ng: usize, w: &[u8], a: &[&[u8]], y: &mut [f32], y_stride: usize) {
     let k = kind(ty).expect("a packable type");
+    if k == Kind::IQ4XS {
+        return reference_iq4xs(nb, ng, w, a, y, y_stride);
+    }
     let gb = k.group_block();
     let (gm, gqh, gq) = k.group_offsets();
     assert_eq!(w.len(), ng * nb * gb, "packed weights");
     let f16 = |p: &[u8], i: usize| half::f16::from_le_bytes([p[2 * i], p[2 * i + 1]]).to_f32();
-    if k == Kind::IQ4XS {
-        return reference_iq4xs(nb, ng, w, a, y, y_stride);
-    }
     for (t, at) in a.iter().enumerate() {
         assert_eq!(at.len(), nb * PREP_BLOCK, "prepared activations");
         for g in 0..ng {
@@ -411,6 +411,7 @@ fn reference_iq4xs(nb: usize, ng: usize, w: &[u8], a: &[&[u8]], y: &mut [f32], y
     let k = Kind::IQ4XS;
     let gb = k.group_block();
     let (gm, gqh, gq) = k.group_offsets();
+    assert_eq!(w.len(), ng * nb * gb, "packed weights");
     for (t, at) in a.iter().enumerate() {
         assert_eq!(at.len(), nb * PREP_SUPER, "prepared activations");
         for g in 0..ng {
