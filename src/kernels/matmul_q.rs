@@ -103,7 +103,12 @@ pub fn matmul_with(
     if prompt {
         // Prompt: split the tokens across threads; each task streams all weight rows.
         let tile = prepared.map_or(1, |p| p.tile_rows);
-        let row_block = (WEIGHT_BLOCK_BYTES / w_row / tile * tile).max(tile);
+        // F16's prepared activations (f32) are twice its weight bytes, so its rows are not
+        // blocked: each call's four activation rows then stay in L1 while the weights, the
+        // smaller stream, come from L2 (576x1536 and 1536x576 products at 512 tokens: 3-5%
+        // faster, alternated in one process). Measured on AVX2 only, so only for F16.
+        let f16_prepared = ty == GgmlType::F16 && prepared.is_some();
+        let row_block = if f16_prepared { rows } else { (WEIGHT_BLOCK_BYTES / w_row / tile * tile).max(tile) };
         y.par_chunks_mut(TOKEN_BLOCK * rows).enumerate().for_each(|(b, yb)| {
             let t0 = b * TOKEN_BLOCK;
             let nt = yb.len() / rows;
