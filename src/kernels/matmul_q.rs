@@ -79,7 +79,17 @@ pub fn matmul_with(
 
     scratch.resize(n_tokens * (x_row + p_row), 0);
     let (xq, xp) = scratch.split_at_mut(n_tokens * x_row);
-    if prompt {
+    // With a fused preparation the quantized rows are never written: the prepared kernels are
+    // the only readers.
+    if let Some(prepare_f32) = prepared.and_then(|p| p.prepare_f32) {
+        if prompt {
+            xp.par_chunks_mut(p_row).zip(x.par_chunks(cols)).for_each(|(o, xr)| prepare_f32(xr, o));
+        } else {
+            for (o, xr) in xp.chunks_mut(p_row).zip(x.chunks(cols)) {
+                prepare_f32(xr, o);
+            }
+        }
+    } else if prompt {
         xq.par_chunks_mut(x_row).zip(x.par_chunks(cols)).for_each(|(q, xr)| quantize_act(xr, q));
         if let Some(p) = prepared {
             xp.par_chunks_mut(p_row).zip(xq.par_chunks(x_row)).for_each(|(o, q)| (p.prepare)(cols, q, o));
@@ -336,9 +346,14 @@ impl OneToken {
             OneKind::F32 { .. } => {}
             OneKind::Blocks { quantize, k, .. } => {
                 let (q, p) = act.split_at_mut(k.x_row);
-                quantize(x, q);
-                if let Some(prep) = k.prepared {
-                    (prep.prepare)(self.cols, q, p);
+                match k.prepared {
+                    // The quantized row is not read then (see `matmul_with`).
+                    Some(Prepared4 { prepare_f32: Some(prepare_f32), .. }) => prepare_f32(x, p),
+                    Some(prep) => {
+                        quantize(x, q);
+                        (prep.prepare)(self.cols, q, p);
+                    }
+                    None => quantize(x, q),
                 }
             }
             OneKind::Packed { ty, quantize, p_row, .. } => {

@@ -37,6 +37,10 @@ pub type VecDot4Fn = fn(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [f32; 4]);
 /// Rearranges one quantized activation row of `n` values into a prepared kernel's layout.
 pub type PrepareFn = fn(n: usize, y: &[u8], out: &mut [u8]);
 
+/// [`PrepareFn`] straight from the f32 activations: the bytes that quantizing `x` to the
+/// format's `vec_dot_type` and then preparing that row give, in one pass.
+pub type PrepareF32Fn = fn(x: &[f32], out: &mut [u8]);
+
 /// Every weight row in `x` (rows of `n` weights, `out.len()` of them) against four prepared
 /// activation rows: `out[r][k]` is row `r` dotted with `ys[k]`. Panics unless the lengths agree.
 pub type RowsDot4Fn = fn(n: usize, x: &[u8], ys: [&[u8]; 4], out: &mut [[f32; 4]]);
@@ -54,6 +58,9 @@ pub type RowsDot1Fn = fn(n: usize, x: &[u8], y: &[u8], out: &mut [f32]);
 #[derive(Clone, Copy)]
 pub struct Prepared4 {
     pub prepare: PrepareFn,
+    /// `prepare` fused with the activation quantizer, where there is one (F16: the rounding to
+    /// f16 and back in registers, so no f16 row is written and read again).
+    pub prepare_f32: Option<PrepareF32Fn>,
     /// Eight tokens at once, where the register file holds their accumulators.
     pub dot8: Option<RowsDot8Fn>,
     pub dot4: RowsDot4Fn,
@@ -185,6 +192,54 @@ pub(crate) mod tests {
         let mut out = vec![0u8; v.len() / ty.block_size() * ty.block_bytes()];
         (formats::traits(ty).quantize.expect("quantizable"))(v, &mut out);
         out
+    }
+
+    /// `prepare_f32` writes what quantizing to the `vec_dot_type` and `prepare` write, for
+    /// ordinary values and for those the f16 rounding treats specially (ties, overflow to
+    /// infinity, subnormals, NaN with a payload), in whole groups of eight and in a tail.
+    #[test]
+    fn vec_dot_prepare_f32_matches_quantize_then_prepare() {
+        let mut seen = 0;
+        let special = [
+            1.0 + 1.0 / 2048.0, // a tie: rounds to even
+            1.0 + 3.0 / 2048.0, // a tie: rounds up
+            65504.0,
+            65520.0, // rounds to infinity
+            -1e9,
+            f32::INFINITY,
+            f32::from_bits(0x7fc0_1234), // NaN with a payload
+            f32::from_bits(0xffa0_0001), // negative signalling NaN
+            1e-6,                        // an f16 subnormal
+            -3e-8,                       // rounds to -0
+            0.0,
+            -0.0,
+        ];
+        for isa in Isa::available() {
+            for ty in GgmlType::ALL {
+                let Some(p) = select4_prepared(ty, isa) else { continue };
+                let Some(prepare_f32) = p.prepare_f32 else { continue };
+                seen += 1;
+                let vdt = formats::traits(ty).vec_dot_type;
+                let quantize_act = crate::kernels::matmul_q::activation_quantizer_with(isa, vdt);
+                for (seed, n) in [(1u64, 576usize), (2, 1536), (3, 40), (4, 8)] {
+                    let mut x = values(seed, n);
+                    for (i, v) in special.iter().enumerate() {
+                        // Some groups of eight with one special value, some without.
+                        x[(i * 13 + seed as usize) % n] = *v;
+                    }
+                    let mut q = vec![0u8; vdt.row_bytes(n as u64).unwrap() as usize];
+                    quantize_act(&x, &mut q);
+                    let (mut want, mut got) = (vec![0u8; p.row_bytes(n)], vec![0xAAu8; p.row_bytes(n)]);
+                    (p.prepare)(n, &q, &mut want);
+                    prepare_f32(&x, &mut got);
+                    assert!(want == got, "{ty} {} n={n}", isa.name());
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c") && is_x86_feature_detected!("fma") {
+            assert!(seen > 0, "F16 has a fused preparation on this CPU");
+        }
     }
 
     /// Every prepared kernel gives, for every weight row of a run and every token, the bits of

@@ -163,6 +163,7 @@ pub(super) fn avx512_x4_prepared(ty: GgmlType) -> Option<super::Prepared4> {
     };
     Some(super::Prepared4 {
         prepare,
+        prepare_f32: None,
         dot8: Some(dot8),
         dot4,
         dot1,
@@ -186,7 +187,22 @@ pub(super) fn f16_prepared(vl: bool) -> Option<super::Prepared4> {
     let (prepare, dot4, dot1): (super::PrepareFn, super::RowsDot4Fn, super::RowsDot1Fn) =
         if vl { (p_f16_vl, w4p_f16_zmm, w1p_f16_vl) } else { (p_f16, w4p_f16, w1p_f16) };
     // Both four-token kernels take three rows per pass (`f16_tile`, `f16_rows_x4_zmm`).
-    Some(super::Prepared4 { prepare, dot8: None, dot4, dot1, row_bytes: |n| 4 * n, tile_rows: 3 })
+    Some(super::Prepared4 {
+        prepare,
+        prepare_f32: Some(p32_f16),
+        dot8: None,
+        dot4,
+        dot1,
+        row_bytes: |n| 4 * n,
+        tile_rows: 3,
+    })
+}
+
+/// F16's [`super::PrepareF32Fn`]. F16C and FMA were detected by [`f16_prepared`], the only
+/// place that hands it out.
+fn p32_f16(x: &[f32], out: &mut [u8]) {
+    // SAFETY: see above (the kernel needs F16C and AVX only).
+    unsafe { avx2::prep_f16_from_f32(x, out) }
 }
 
 /// Whether [`avx512`] gives F16 the AVX2 kernel (Zen 4).
@@ -611,6 +627,37 @@ mod avx2 {
         for j in i..n {
             let h = half::f16::from_bits(u16::from_le_bytes([y[2 * j], y[2 * j + 1]]));
             out[4 * j..4 * j + 4].copy_from_slice(&h.to_f32().to_le_bytes());
+        }
+    }
+
+    /// [`prepare_f16`] of `quantize_row_f16(x)` in one pass: each group of eight rounded to f16
+    /// by `vcvtps2ph` (nearest even) and widened back in registers. A group holding a NaN goes
+    /// through the scalar rounding, whose NaN bits `quantize_row_f16` also uses.
+    ///
+    /// # Safety
+    /// The CPU must support F16C (and so AVX). Panics unless `out` holds `4 * x.len()` bytes.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn prep_f16_from_f32(x: &[f32], out: &mut [u8]) {
+        assert_eq!(out.len(), 4 * x.len(), "prepare F16: {} values and {} bytes", x.len(), out.len());
+        let full = x.len() / 8 * 8;
+        let (xp, op) = (x.as_ptr(), out.as_mut_ptr() as *mut f32);
+        for i in (0..full).step_by(8) {
+            let v = _mm256_loadu_ps(xp.add(i));
+            if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v)) != 0 {
+                round_trip_scalar(&x[i..i + 8], op.add(i));
+            } else {
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+                _mm256_storeu_ps(op.add(i), _mm256_cvtph_ps(h));
+            }
+        }
+        round_trip_scalar(&x[full..], op.add(full));
+    }
+
+    /// `x` rounded to f16 by `fp32_to_fp16` and widened, stored at `out` (`x.len()` floats).
+    #[inline(always)]
+    unsafe fn round_trip_scalar(x: &[f32], out: *mut f32) {
+        for (i, &v) in x.iter().enumerate() {
+            out.add(i).write_unaligned(crate::formats::float::fp32_to_fp16(v).to_f32());
         }
     }
 
