@@ -177,19 +177,36 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, 
     } else {
         s.q[..n * qd].chunks_exact_mut(qd).enumerate().for_each(|(t, row)| rope_row(t, row));
     }
-    s.k[..n * kvd].chunks_exact_mut(kvd).enumerate().for_each(|(t, row)| rope_row(t, row));
     // The KV cache holds f16 in llama.cpp by default; round as it does.
     let kts = s.kt_stride;
     let kt_layer = &mut s.k_cache[il * kvd * kts..(il + 1) * kvd * kts];
-    for (t, row) in s.k[..n * kvd].chunks_exact(kvd).enumerate() {
-        for (e, &src) in row.iter().enumerate() {
-            kt_layer[e * kts + p0 + t] = half::f16::from_f32(src).to_f32();
-        }
-    }
     let layer_cache = il * s.n_ctx * kvd;
     let vc = &mut s.v_cache[layer_cache + p0 * kvd..layer_cache + (p0 + n) * kvd];
-    for (dst, &src) in vc.iter_mut().zip(&s.v[..n * kvd]) {
-        *dst = half::f16::from_f32(src).to_f32();
+    let round = |x: f32| half::f16::from_f32(x).to_f32();
+    if n >= 16 {
+        // In parallel, like every other step of a prompt: a serial step long enough for the
+        // idle worker to fall asleep costs a wake-up at the next parallel one (F16 pp512 ran
+        // ~400 sleeps per forward, 1.82 of 2 CPUs busy).
+        s.k[..n * kvd].par_chunks_mut(kvd).enumerate().for_each(|(t, row)| rope_row(t, row));
+        let k = &s.k[..n * kvd];
+        kt_layer.par_chunks_mut(kts).enumerate().for_each(|(e, dst)| {
+            for (t, d) in dst[p0..p0 + n].iter_mut().enumerate() {
+                *d = round(k[t * kvd + e]);
+            }
+        });
+        vc.par_chunks_mut(kvd).zip(s.v[..n * kvd].par_chunks(kvd)).for_each(|(dst, src)| {
+            dst.iter_mut().zip(src).for_each(|(d, &x)| *d = round(x));
+        });
+    } else {
+        s.k[..n * kvd].chunks_exact_mut(kvd).enumerate().for_each(|(t, row)| rope_row(t, row));
+        for (t, row) in s.k[..n * kvd].chunks_exact(kvd).enumerate() {
+            for (e, &src) in row.iter().enumerate() {
+                kt_layer[e * kts + p0 + t] = round(src);
+            }
+        }
+        for (dst, &src) in vc.iter_mut().zip(&s.v[..n * kvd]) {
+            *dst = round(src);
+        }
     }
 
     let q = &s.q;
@@ -212,8 +229,16 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, 
     }
 
     l.wo.matmul(&s.att[..n * qd], &mut s.proj[..n * d], n, &mut s.qbuf);
-    for (x, p) in s.x[..n * d].iter_mut().zip(&s.proj[..n * d]) {
-        *x += p;
+    add_residual(&mut s.x[..n * d], &s.proj[..n * d], d);
+}
+
+/// `x += p`, row by row (`d` values), in parallel for a prompt (see `attention_block`).
+fn add_residual(x: &mut [f32], p: &[f32], d: usize) {
+    let add = |(x, p): (&mut [f32], &[f32])| x.iter_mut().zip(p).for_each(|(x, p)| *x += p);
+    if x.len() >= 16 * d {
+        x.par_chunks_mut(d).zip(p.par_chunks(d)).for_each(add);
+    } else {
+        x.chunks_mut(d).zip(p.chunks(d)).for_each(add);
     }
 }
 
@@ -235,9 +260,7 @@ fn ffn_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
     l.w_up.matmul(&s.xn[..n * d], &mut s.up[..n * f], n, &mut s.qbuf);
     s.gate[..n * f].par_chunks_mut(f).zip(s.up[..n * f].par_chunks(f)).for_each(|(g, u)| swiglu(g, u));
     l.w_down.matmul(&s.gate[..n * f], &mut s.proj[..n * d], n, &mut s.qbuf);
-    for (x, p) in s.x[..n * d].iter_mut().zip(&s.proj[..n * d]) {
-        *x += p;
-    }
+    add_residual(&mut s.x[..n * d], &s.proj[..n * d], d);
 }
 
 /// `g = silu(g) * u = g / (1 + e^-g) * u`, element by element, with libm's `expf` bits
