@@ -81,28 +81,15 @@ pub fn matmul_with(
     let (xq, xp) = scratch.split_at_mut(n_tokens * x_row);
     // With a fused preparation the quantized rows are never written: the prepared kernels are
     // the only readers.
-    if let Some(prepare_f32) = prepared.and_then(|p| p.prepare_f32) {
-        if prompt {
-            xp.par_chunks_mut(p_row).zip(x.par_chunks(cols)).for_each(|(o, xr)| prepare_f32(xr, o));
-        } else {
-            for (o, xr) in xp.chunks_mut(p_row).zip(x.chunks(cols)) {
-                prepare_f32(xr, o);
-            }
-        }
-    } else if prompt {
+    if !prompt {
+        // A few rows: a parallel call would cost more than it shares out.
+        k.prepare_rows(quantize_act, x, xq, xp);
+    } else if let Some(prepare_f32) = prepared.and_then(|p| p.prepare_f32) {
+        xp.par_chunks_mut(p_row).zip(x.par_chunks(cols)).for_each(|(o, xr)| prepare_f32(xr, o));
+    } else {
         xq.par_chunks_mut(x_row).zip(x.par_chunks(cols)).for_each(|(q, xr)| quantize_act(xr, q));
         if let Some(p) = prepared {
             xp.par_chunks_mut(p_row).zip(xq.par_chunks(x_row)).for_each(|(o, q)| (p.prepare)(cols, q, o));
-        }
-    } else {
-        // A few rows: a parallel call would cost more than it shares out.
-        for (q, xr) in xq.chunks_mut(x_row).zip(x.chunks(cols)) {
-            quantize_act(xr, q);
-        }
-        if let Some(p) = prepared {
-            for (o, q) in xp.chunks_mut(p_row).zip(xq.chunks(x_row)) {
-                (p.prepare)(cols, q, o);
-            }
         }
     }
     let (xq, xp) = (&*xq, &*xp);
@@ -346,15 +333,7 @@ impl OneToken {
             OneKind::F32 { .. } => {}
             OneKind::Blocks { quantize, k, .. } => {
                 let (q, p) = act.split_at_mut(k.x_row);
-                match k.prepared {
-                    // The quantized row is not read then (see `matmul_with`).
-                    Some(Prepared4 { prepare_f32: Some(prepare_f32), .. }) => prepare_f32(x, p),
-                    Some(prep) => {
-                        quantize(x, q);
-                        (prep.prepare)(self.cols, q, p);
-                    }
-                    None => quantize(x, q),
-                }
+                k.prepare_rows(quantize, x, q, p);
             }
             OneKind::Packed { ty, quantize, p_row, .. } => {
                 let (p, q) = act.split_at_mut(p_row);
@@ -475,6 +454,26 @@ impl Outs {
 }
 
 impl Kernels {
+    /// Writes the bytes the kernels read for the activation rows `x` (a few tokens): the
+    /// quantized rows `xq`, and the prepared rows `xp` where the kernels read those. With a fused
+    /// preparation (`prepare_f32`) `xq` is left alone: only the prepared kernels would read it.
+    fn prepare_rows(&self, quantize: formats::QuantizeRowFn, x: &[f32], xq: &mut [u8], xp: &mut [u8]) {
+        if let Some(prepare_f32) = self.prepared.and_then(|p| p.prepare_f32) {
+            for (o, xr) in xp.chunks_mut(self.p_row).zip(x.chunks(self.cols)) {
+                prepare_f32(xr, o);
+            }
+            return;
+        }
+        for (q, xr) in xq.chunks_mut(self.x_row).zip(x.chunks(self.cols)) {
+            quantize(xr, q);
+        }
+        if let Some(p) = self.prepared {
+            for (o, q) in xp.chunks_mut(self.p_row).zip(xq.chunks(self.x_row)) {
+                (p.prepare)(self.cols, q, o);
+            }
+        }
+    }
+
     /// Every product of the weight rows `w` with the quantized activation rows `xq`, handed to
     /// `out(token, row, value)` (indices relative to the slices). Tokens go in groups of four
     /// through `dot4`, each group against all rows, so each pair of weight blocks is unpacked
