@@ -15,6 +15,7 @@ pub mod gguf;
 pub mod history;
 pub mod kernels;
 pub mod model;
+pub mod par;
 pub mod quant;
 pub mod recommend;
 pub mod report;

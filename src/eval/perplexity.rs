@@ -11,13 +11,13 @@
 //!
 //! The log-softmax mixes f32 and f64 exactly as llama.cpp's does.
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::kernels::exp;
 use crate::model::forward::{forward, State};
 use crate::model::weights::LlamaWeights;
+use crate::par;
 
 /// Parameters of a perplexity run.
 #[derive(Clone, Debug)]
@@ -133,15 +133,19 @@ pub fn perplexity(
         if p.add_bos {
             batch[0] = p.bos_id.ok_or_else(|| Error::Invalid("the vocabulary adds BOS but has no BOS id".into()))?;
         }
-        forward(w, &mut state, &batch, first);
-        // One log-softmax over the 49152-word vocabulary per scored token, computed in
-        // parallel, each row on its own, then summed in order, so the result does not depend
-        // on the thread count.
-        let logits = &state.logits;
-        let nlls: Vec<f64> = (first..n_ctx - 1)
-            .into_par_iter()
-            .map(|pos| nll(&logits[(pos - first) * vocab..(pos - first + 1) * vocab], batch[pos + 1] as usize))
-            .collect();
+        // The forward pass and the scoring on one thread team (see `par`).
+        let nlls = par::team(|| {
+            forward(w, &mut state, &batch, first);
+            // One log-softmax over the 49152-word vocabulary per scored token, computed in
+            // parallel, each row on its own, then summed in order, so the result does not
+            // depend on the thread count.
+            let logits = &state.logits;
+            let mut nlls = vec![0f64; n_ctx - 1 - first];
+            par::for_each_row(&mut nlls, 1, |i, v| {
+                v[0] = nll(&logits[i * vocab..(i + 1) * vocab], batch[first + i + 1] as usize);
+            });
+            nlls
+        });
         let mut chunk_stats = NllStats::default();
         for v in nlls {
             stats.push(v);

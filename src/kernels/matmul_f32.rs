@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use super::isa::{self, Isa};
+use crate::par;
 
 /// Logical lanes of every accumulator.
 const LANES: usize = 16;
@@ -31,7 +32,7 @@ pub fn matmul_with(isa: Isa, x: &[f32], w: &[f32], y: &mut [f32], n_tokens: usiz
         return;
     }
     if n_tokens >= TOKEN_BLOCK / 2 {
-        y.par_chunks_mut(TOKEN_BLOCK * n_rows).enumerate().for_each(|(b, yb)| {
+        par::for_each_chunk(y, TOKEN_BLOCK * n_rows, |b, yb| {
             let t0 = b * TOKEN_BLOCK;
             let nt = yb.len() / n_rows;
             block(isa, &x[t0 * k..(t0 + nt) * k], w, yb, nt, k, n_rows, 0, n_rows);

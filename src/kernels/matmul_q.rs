@@ -16,6 +16,7 @@ use super::packed;
 use super::vec_dot::{self, Prepared4, VecDot4Fn};
 use crate::formats::{self, VecDotFn};
 use crate::gguf::GgmlType;
+use crate::par;
 
 /// Tokens per parallel task of the prompt path: their quantized activation rows stay in L2
 /// while the weight rows stream past. A multiple of 4, so that only a batch's last block can
@@ -85,11 +86,12 @@ pub fn matmul_with(
         // A few rows: a parallel call would cost more than it shares out.
         k.prepare_rows(quantize_act, x, xq, xp);
     } else if let Some(prepare_f32) = prepared.and_then(|p| p.prepare_f32) {
-        xp.par_chunks_mut(p_row).zip(x.par_chunks(cols)).for_each(|(o, xr)| prepare_f32(xr, o));
+        par::for_each_row(xp, p_row, |t, o| prepare_f32(&x[t * cols..(t + 1) * cols], o));
     } else {
-        xq.par_chunks_mut(x_row).zip(x.par_chunks(cols)).for_each(|(q, xr)| quantize_act(xr, q));
+        par::for_each_row(xq, x_row, |t, q| quantize_act(&x[t * cols..(t + 1) * cols], q));
         if let Some(p) = prepared {
-            xp.par_chunks_mut(p_row).zip(xq.par_chunks(x_row)).for_each(|(o, q)| (p.prepare)(cols, q, o));
+            let xq = &*xq;
+            par::for_each_row(xp, p_row, |t, o| (p.prepare)(cols, &xq[t * x_row..(t + 1) * x_row], o));
         }
     }
     let (xq, xp) = (&*xq, &*xp);
@@ -106,7 +108,7 @@ pub fn matmul_with(
         // faster, alternated in one process). Measured on AVX2 only, so only for F16.
         let f16_prepared = ty == GgmlType::F16 && prepared.is_some();
         let row_block = if f16_prepared { rows } else { (WEIGHT_BLOCK_BYTES / w_row / tile * tile).max(tile) };
-        y.par_chunks_mut(TOKEN_BLOCK * rows).enumerate().for_each(|(b, yb)| {
+        par::for_each_chunk(y, TOKEN_BLOCK * rows, |b, yb| {
             let t0 = b * TOKEN_BLOCK;
             let nt = yb.len() / rows;
             let xb = &xq[t0 * x_row..(t0 + nt) * x_row];
@@ -199,7 +201,13 @@ pub fn matmul_packed(
         packed::prepare(ty, cols, q, o);
     };
     if prompt {
-        xp.par_chunks_mut(p_row).zip(xq.par_chunks_mut(x_row).zip(x.par_chunks(cols))).for_each(prep);
+        // One task per token: its quantized row goes only to its own prepared row.
+        let xq = SendPtr(xq.as_mut_ptr());
+        par::for_each_row(xp, p_row, |t, o| {
+            // SAFETY: row `t` of `xq` (n_tokens rows of x_row bytes) is touched by task `t` only.
+            let q = unsafe { std::slice::from_raw_parts_mut(xq.get().add(t * x_row), x_row) };
+            prep((o, (q, &x[t * cols..(t + 1) * cols])));
+        });
     } else {
         xp.chunks_mut(p_row).zip(xq.chunks_mut(x_row).zip(x.chunks(cols))).for_each(prep);
     }
@@ -209,7 +217,7 @@ pub fn matmul_packed(
         // Split the tokens across threads; each task streams all weight groups, a few at a
         // time against every 8 of its tokens, so those groups stay in L1.
         let gblock = (WEIGHT_BLOCK_BYTES / group_bytes).max(1);
-        y.par_chunks_mut(TOKEN_BLOCK * rows).enumerate().for_each(|(b, yb)| {
+        par::for_each_chunk(y, TOKEN_BLOCK * rows, |b, yb| {
             let t0 = b * TOKEN_BLOCK;
             let nt = yb.len() / rows;
             let pb = &xp[t0 * p_row..(t0 + nt) * p_row];
@@ -368,14 +376,14 @@ impl OneToken {
     }
 }
 
-/// A pointer to outputs that parallel tasks write at disjoint positions.
-struct SendPtr(*mut f32);
+/// A pointer to a buffer that parallel tasks write at disjoint positions.
+struct SendPtr<T>(*mut T);
 // SAFETY: only used where each task writes positions no other task touches (see the callers).
-unsafe impl Send for SendPtr {}
+unsafe impl<T> Send for SendPtr<T> {}
 // SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(&self) -> *mut f32 {
+unsafe impl<T> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    fn get(&self) -> *mut T {
         self.0
     }
 }

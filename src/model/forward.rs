@@ -5,14 +5,13 @@
 //! advances θ by repeated multiplication, and keys and values are rounded to f16 as llama.cpp's
 //! default f16 KV cache stores them.
 
-use rayon::prelude::*;
-
 mod decode;
 
 use crate::kernels::attention::{attend_rows, AttnShape, KeysT, KEY_BLOCK};
 use crate::kernels::exp;
 use crate::model::config::{LlamaConfig, RopeMode};
 use crate::model::weights::{LayerWeights, LlamaWeights};
+use crate::par;
 
 /// Buffers for one batch of up to `n_ctx` tokens, allocated once. Shapes are given per buffer.
 pub struct State {
@@ -131,26 +130,29 @@ pub fn forward_next(w: &LlamaWeights, state: &mut State, tokens: &[u32], logits_
         return;
     }
 
-    for (t, &tok) in tokens.iter().enumerate() {
-        w.tok_embd.row_into(tok as usize, &mut state.x[t * d..(t + 1) * d]);
-    }
+    // A prompt: every parallel step below runs on one team for the whole pass (see `par`).
+    par::team(|| {
+        for (t, &tok) in tokens.iter().enumerate() {
+            w.tok_embd.row_into(tok as usize, &mut state.x[t * d..(t + 1) * d]);
+        }
 
-    let pairs = c.rope_dim / 2;
-    state.rope_sc.resize(n * pairs, (0.0, 0.0));
-    let (p0, theta_scale) = (state.pos, state.theta_scale);
-    state.rope_sc.par_chunks_mut(pairs.max(1)).enumerate().for_each(|(t, sc)| rope_angles(p0 + t, theta_scale, sc));
+        let pairs = c.rope_dim / 2;
+        state.rope_sc.resize(n * pairs, (0.0, 0.0));
+        let (p0, theta_scale) = (state.pos, state.theta_scale);
+        par::for_each_row(&mut state.rope_sc, pairs, |t, sc| rope_angles(p0 + t, theta_scale, sc));
 
-    for (il, layer) in w.layers.iter().enumerate() {
-        attention_block(c, layer, il, state, n);
-        ffn_block(c, layer, state, n);
-    }
-    state.pos += n;
+        for (il, layer) in w.layers.iter().enumerate() {
+            attention_block(c, layer, il, state, n);
+            ffn_block(c, layer, state, n);
+        }
+        state.pos += n;
 
-    let n_out = n - logits_from;
-    let xs = &state.x[logits_from * d..n * d];
-    let xn = &mut state.xn[..n_out * d];
-    rms_norm(xs, &w.output_norm, xn, d, c.rms_eps);
-    w.output().matmul(xn, &mut state.logits[..n_out * c.vocab_size], n_out, &mut state.qbuf);
+        let n_out = n - logits_from;
+        let xs = &state.x[logits_from * d..n * d];
+        let xn = &mut state.xn[..n_out * d];
+        rms_norm(xs, &w.output_norm, xn, d, c.rms_eps);
+        w.output().matmul(xn, &mut state.logits[..n_out * c.vocab_size], n_out, &mut state.qbuf);
+    })
 }
 
 fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, n: usize) {
@@ -173,7 +175,7 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, 
         }
     };
     if n >= 16 {
-        s.q[..n * qd].par_chunks_mut(qd).enumerate().for_each(|(t, row)| rope_row(t, row));
+        par::for_each_row(&mut s.q[..n * qd], qd, rope_row);
     } else {
         s.q[..n * qd].chunks_exact_mut(qd).enumerate().for_each(|(t, row)| rope_row(t, row));
     }
@@ -184,18 +186,18 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, 
     let vc = &mut s.v_cache[layer_cache + p0 * kvd..layer_cache + (p0 + n) * kvd];
     let round = |x: f32| half::f16::from_f32(x).to_f32();
     if n >= 16 {
-        // In parallel, like every other step of a prompt: a serial step long enough for the
-        // idle worker to fall asleep costs a wake-up at the next parallel one (F16 pp512 ran
-        // ~400 sleeps per forward, 1.82 of 2 CPUs busy).
-        s.k[..n * kvd].par_chunks_mut(kvd).enumerate().for_each(|(t, row)| rope_row(t, row));
+        // In parallel, like every other step of a prompt: a serial step keeps the team's
+        // other threads waiting.
+        par::for_each_row(&mut s.k[..n * kvd], kvd, rope_row);
         let k = &s.k[..n * kvd];
-        kt_layer.par_chunks_mut(kts).enumerate().for_each(|(e, dst)| {
+        par::for_each_row(kt_layer, kts, |e, dst| {
             for (t, d) in dst[p0..p0 + n].iter_mut().enumerate() {
                 *d = round(k[t * kvd + e]);
             }
         });
-        vc.par_chunks_mut(kvd).zip(s.v[..n * kvd].par_chunks(kvd)).for_each(|(dst, src)| {
-            dst.iter_mut().zip(src).for_each(|(d, &x)| *d = round(x));
+        let v = &s.v[..n * kvd];
+        par::for_each_row(vc, kvd, |t, dst| {
+            dst.iter_mut().zip(&v[t * kvd..(t + 1) * kvd]).for_each(|(d, &x)| *d = round(x));
         });
     } else {
         s.k[..n * kvd].chunks_exact_mut(kvd).enumerate().for_each(|(t, row)| rope_row(t, row));
@@ -217,14 +219,15 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, 
     // (generation) is split by heads instead, so that every thread takes part.
     const ROWS: usize = 8;
     if n == 1 {
-        s.att[..qd].par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores, (h, out)| {
-            attend_rows(&shape, &q[..qd], kt, v, p0, h..h + 1, scores, out);
+        par::for_each_chunk(&mut s.att[..qd], hd, |h, out| {
+            attend_rows(&shape, &q[..qd], kt, v, p0, h..h + 1, &mut Vec::new(), out);
         });
     } else {
-        s.att[..n * qd].par_chunks_mut(ROWS * qd).enumerate().for_each_init(Vec::new, |scores, (chunk, out)| {
+        par::for_each_chunk(&mut s.att[..n * qd], ROWS * qd, |chunk, out| {
             let r0 = chunk * ROWS;
             let nr = out.len() / qd;
-            attend_rows(&shape, &q[r0 * qd..(r0 + nr) * qd], kt, v, p0 + r0, 0..c.n_head, scores, out);
+            let mut scores = Vec::new();
+            attend_rows(&shape, &q[r0 * qd..(r0 + nr) * qd], kt, v, p0 + r0, 0..c.n_head, &mut scores, out);
         });
     }
 
@@ -236,7 +239,7 @@ fn attention_block(c: &LlamaConfig, l: &LayerWeights, il: usize, s: &mut State, 
 fn add_residual(x: &mut [f32], p: &[f32], d: usize) {
     let add = |(x, p): (&mut [f32], &[f32])| x.iter_mut().zip(p).for_each(|(x, p)| *x += p);
     if x.len() >= 16 * d {
-        x.par_chunks_mut(d).zip(p.par_chunks(d)).for_each(add);
+        par::for_each_row(x, d, |t, x| add((x, &p[t * d..(t + 1) * d])));
     } else {
         x.chunks_mut(d).zip(p.chunks(d)).for_each(add);
     }
@@ -258,7 +261,8 @@ fn ffn_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
     rms_norm(&s.x[..n * d], &l.ffn_norm, &mut s.xn[..n * d], d, c.rms_eps);
     l.w_gate.matmul(&s.xn[..n * d], &mut s.gate[..n * f], n, &mut s.qbuf);
     l.w_up.matmul(&s.xn[..n * d], &mut s.up[..n * f], n, &mut s.qbuf);
-    s.gate[..n * f].par_chunks_mut(f).zip(s.up[..n * f].par_chunks(f)).for_each(|(g, u)| swiglu(g, u));
+    let up = &s.up[..n * f];
+    par::for_each_row(&mut s.gate[..n * f], f, |t, g| swiglu(g, &up[t * f..(t + 1) * f]));
     l.w_down.matmul(&s.gate[..n * f], &mut s.proj[..n * d], n, &mut s.qbuf);
     add_residual(&mut s.x[..n * d], &s.proj[..n * d], d);
 }
@@ -285,7 +289,7 @@ fn swiglu(g: &mut [f32], u: &[f32]) {
 
 /// `out = x / rms(x) * weight`, row by row, with the sum of squares in f64 as ggml does.
 fn rms_norm(x: &[f32], weight: &[f32], out: &mut [f32], d: usize, eps: f32) {
-    out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, xr)| rms_norm_row(xr, weight, o, eps));
+    par::for_each_row(out, d, |t, o| rms_norm_row(&x[t * d..(t + 1) * d], weight, o, eps));
 }
 
 /// [`rms_norm`] of one row.
