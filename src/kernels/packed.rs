@@ -330,12 +330,21 @@ pub type KernelFn =
 
 /// The packed kernel for `ty` on `isa` taking `t` tokens at once (1, 4 or 8), if one exists.
 ///
-/// AVX2 only for now: the AVX-512 machines keep the row kernels they were measured with.
+/// The kernels are AVX2; AVX-512 machines take them too, but for Q8_0. On the Zen 4 machine
+/// (2026-12-07, both choices alternated, 3 runs of pp512 / tg128 medians each) they beat the
+/// VNNI row kernels on prepared activations for Q4_0 (pp512 555-646 -> 666-897 t/s, tg128
+/// 162-172 -> 180-197), Q4_1 (422-735 -> 826-959), IQ4_NL (559-667 -> 611-736) and the mixes
+/// whose 576-column matrices fall back to Q5_0 or IQ4_NL (Q4_K_M 584-713 -> 670-751, Q2_K
+/// 604-702 -> 615-838); IQ4_XS and Q5_0 came out even. Packed Q8_0 generated slower (tg128
+/// 143-155 -> 97-130; every file's output matrix is Q8_0), so it keeps the row kernels.
+/// Both give the scalar reference's bits, so the choice changes no result.
 pub fn kernel(ty: GgmlType, isa: Isa, t: usize) -> Option<KernelFn> {
     let k = kind(ty)?;
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if x86::usable() => x86::pick(k, t),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if x86::usable() && k != Kind::Q8_0 => x86::pick(k, t),
         _ => {
             let _ = (k, t);
             None
