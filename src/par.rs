@@ -232,8 +232,9 @@ impl Team {
     }
 }
 
-/// Spin-loop turns before a waiting thread goes to sleep (~50-100 µs).
-const SPINS_BEFORE_SLEEP: u32 = 1 << 12;
+/// Spin-loop turns before a waiting thread goes to sleep (~50-100 µs); the generation team's
+/// barrier (`model::forward::decode`) waits as long.
+pub(crate) const SPINS_BEFORE_SLEEP: u32 = 1 << 12;
 
 /// Waiting for a condition another thread makes true: spin for a while, then sleep on a
 /// condition variable. The waker makes the condition true (SeqCst) before [`Event::notify`]

@@ -24,6 +24,7 @@ use super::{rms_norm_row, rope, swiglu, State};
 use crate::kernels::attention::{attend_rows, KeysT};
 use crate::kernels::matmul_q::{ActKey, OneToken, GEN_ALIGN};
 use crate::model::weights::{LlamaWeights, Matrix};
+use crate::par::SPINS_BEFORE_SLEEP;
 
 /// Runs one token at the next position through the model; with `logits` its logits land in
 /// `state.logits[..vocab]`.
@@ -486,8 +487,6 @@ struct Barrier {
     wake: Condvar,
 }
 
-/// Spin-loop turns before a waiting thread goes to sleep (~50-100 µs).
-const SPINS_BEFORE_SLEEP: u32 = 1 << 12;
 
 impl Barrier {
     fn new(n: usize) -> Barrier {
