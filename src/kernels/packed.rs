@@ -55,12 +55,16 @@ pub const ROWS: usize = 16;
 const QK: usize = 32;
 /// Weights per IQ4_XS super-block.
 const QK_K: usize = 256;
-/// Bytes of one prepared activation block: the f32 scale, a second word (Q4_0, Q5_0: the i32
-/// `-bias · Σa`; Q4_1, Q5_1: the f32 sum `s` of the Q8_1 block; else 0) and the 32 quants.
+/// Bytes of one prepared activation block: the f32 scale, a second word and the 32 quants.
+/// The second word is the i32 `-bias · Σa` for Q4_0 and Q5_0 (the integer sum's starting
+/// value), the f32 sum `s` of the Q8_1 block for Q4_1 and Q5_1, and the i32 `-128 · Σa` for
+/// the signed Q8_0 and IQ4_NL: the AVX-512 kernels add 128 to those weights to make them
+/// unsigned for `vpdpbusd`, and start from it (the AVX2 kernels and the reference do not).
 pub const PREP_BLOCK: usize = 40;
 /// Bytes of one prepared IQ4_XS activation super-block: the Q8_K scale as f32, 4 unused bytes
-/// (the 32-block formats' second word) and the 256 quants.
-pub const PREP_SUPER: usize = 8 + QK_K;
+/// (the 32-block formats' second word), the 256 quants, and per 32-weight sub-block the i32
+/// `-128 · Σa` (for the AVX-512 kernel, as for IQ4_NL above).
+pub const PREP_SUPER: usize = 8 + QK_K + 4 * (QK_K / QK);
 
 /// Whether matrices of `ty` with `rows` rows are repacked for `isa`: one of the seven formats,
 /// whole groups of rows, and packed kernels for that instruction set.
@@ -297,7 +301,12 @@ pub fn prepare(ty: GgmlType, cols: usize, y: &[u8], out: &mut [u8]) {
         for (src, dst) in y.chunks_exact(YB).zip(out.chunks_exact_mut(PREP_SUPER)) {
             dst[..4].copy_from_slice(&src[..4]);
             dst[4..8].fill(0);
-            dst[8..].copy_from_slice(&src[4..4 + QK_K]);
+            let qs = &src[4..4 + QK_K];
+            dst[8..8 + QK_K].copy_from_slice(qs);
+            for (sub, o) in qs.chunks_exact(QK).zip(dst[8 + QK_K..].chunks_exact_mut(4)) {
+                let sum: i32 = sub.iter().map(|&q| q as i8 as i32).sum();
+                o.copy_from_slice(&(-128 * sum).to_le_bytes());
+            }
         }
         return;
     }
@@ -311,7 +320,8 @@ pub fn prepare(ty: GgmlType, cols: usize, y: &[u8], out: &mut [u8]) {
             half::f16::from_le_bytes([src[2], src[3]]).to_f32().to_bits()
         } else {
             let sum: i32 = qs.iter().map(|&q| q as i8 as i32).sum();
-            (-k.bias() * sum) as u32
+            let offset = if k.bias() != 0 { k.bias() } else { 128 };
+            (-offset * sum) as u32
         };
         dst[..4].copy_from_slice(&d.to_le_bytes());
         dst[4..8].copy_from_slice(&second.to_le_bytes());
@@ -330,19 +340,20 @@ pub type KernelFn =
 
 /// The packed kernel for `ty` on `isa` taking `t` tokens at once (1, 4 or 8), if one exists.
 ///
-/// The kernels are AVX2; AVX-512 machines take them too, but for Q8_0. On the Zen 4 machine
-/// (2026-12-07, both choices alternated, 3 runs of pp512 / tg128 medians each) they beat the
-/// VNNI row kernels on prepared activations for Q4_0 (pp512 555-646 -> 666-897 t/s, tg128
-/// 162-172 -> 180-197), Q4_1 (422-735 -> 826-959), IQ4_NL (559-667 -> 611-736) and the mixes
-/// whose 576-column matrices fall back to Q5_0 or IQ4_NL (Q4_K_M 584-713 -> 670-751, Q2_K
-/// 604-702 -> 615-838); IQ4_XS and Q5_0 came out even. Packed Q8_0 generated slower (tg128
-/// 143-155 -> 97-130; every file's output matrix is Q8_0), so it keeps the row kernels.
-/// Both give the scalar reference's bits, so the choice changes no result.
+/// AVX-512 machines with VNNI take the [`avx512`] kernels, for all seven formats. Measured on
+/// the Zen 4 machine (2026-12-07, alternated runs, medians of 3 each), against the AVX2 packed
+/// kernels: pp512 IQ4_XS 816-825 -> 1515-1598 t/s, Q4_0 931-1177 -> 1386-1609, tg128 even;
+/// Q8_0, which had kept the VNNI row kernels (the AVX2 packed ones generated ~20% slower),
+/// against those: pp512 673-825 -> 918-1603, tg128 127-153 -> 137-159 (every file's output
+/// matrix is Q8_0). AVX-512 without VNNI takes the AVX2 kernels, but for Q8_0, which keeps the
+/// row kernels there. Every packed kernel gives the scalar reference's bits.
 pub fn kernel(ty: GgmlType, isa: Isa, t: usize) -> Option<KernelFn> {
     let k = kind(ty)?;
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if x86::usable() => x86::pick(k, t),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if avx512::usable() => avx512::pick(k, t),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if x86::usable() && k != Kind::Q8_0 => x86::pick(k, t),
         _ => {
@@ -396,7 +407,8 @@ pub fn reference(ty: GgmlType, nb: usize, ng: usize, w: &[u8], a: &[&[u8]], y: &
                     let da = f32::from_le_bytes(ab[..4].try_into().unwrap());
                     let second = u32::from_le_bytes(ab[4..8].try_into().unwrap());
                     let qh = if k.has_qh() { blk[gqh + 4 * l..gqh + 4 * l + 4].try_into().unwrap() } else { [0; 4] };
-                    let mut s = if k.has_min() { 0 } else { second as i32 };
+                    // The signed kinds' second word is for the AVX-512 kernels only.
+                    let mut s = if k.bias() != 0 { second as i32 } else { 0 };
                     for j in 0..QK {
                         s += weight(k, &blk[gq..], qh, l, j) * ab[8 + j] as i8 as i32;
                     }
@@ -736,6 +748,281 @@ mod x86 {
                 for (t, acc_t) in acc.iter().enumerate() {
                     _mm256_storeu_ps(y.add(t * y_stride + g * ROWS + 8 * half), *acc_t);
                 }
+            }
+        }
+    }
+}
+
+/// The packed kernels with AVX-512: one 512-bit register holds all 16 rows of a group, and
+/// `vpdpbusd` (VNNI) forms each group of four byte products and adds it to the row's i32
+/// lane in one instruction, where AVX2 needs `vpmaddubsw`, `vpmaddwd` and `vpaddd` per eight
+/// rows (plus `vpsignb` for the signed weights). `vpdpbusd` multiplies unsigned by signed bytes
+/// without saturating: the 4- and 5-bit quants are unsigned already; Q8_0's quants and the
+/// IQ4 table values are made unsigned by adding 128, and the sum starts from the prepared
+/// `-128 · Σa` instead (see [`PREP_BLOCK`], [`PREP_SUPER`]), which cancels it exactly. The float
+/// terms are the AVX2 kernels' (and the reference's), lane by lane: the same bits.
+///
+/// Unlike the AVX2 kernels these do not prefetch for one token: on the Zen 4 machine the
+/// hardware prefetcher alone streamed faster (a one-token product over 151 MB of Q8_0 groups,
+/// one thread, alternated: 17.0-20.0 GB/s with the 2 KiB-ahead prefetch, 19.4-20.0 without).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{KernelFn, Kind, PREP_BLOCK, PREP_SUPER, QK, QK_K, ROWS};
+    use crate::formats::iq4::KVALUES_IQ4NL;
+
+    /// AVX-512 F/BW with VNNI, F16C and FMA; asked once (cpuid traps in a VM).
+    pub(super) fn usable() -> bool {
+        use std::sync::OnceLock;
+        static V: OnceLock<bool> = OnceLock::new();
+        *V.get_or_init(|| {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
+    }
+
+
+    const Q4_0: u8 = 0;
+    const Q4_1: u8 = 1;
+    const Q5_0: u8 = 2;
+    const Q5_1: u8 = 3;
+    const Q8_0: u8 = 4;
+    const IQ4NL: u8 = 5;
+
+    pub(super) fn pick(k: Kind, t: usize) -> Option<KernelFn> {
+        macro_rules! k {
+            ($kind:expr) => {
+                match t {
+                    1 => Some(run::<$kind, 1> as KernelFn),
+                    4 => Some(run::<$kind, 4> as KernelFn),
+                    8 => Some(run::<$kind, 8> as KernelFn),
+                    _ => None,
+                }
+            };
+        }
+        match k {
+            Kind::Q4_0 => k!(Q4_0),
+            Kind::Q4_1 => k!(Q4_1),
+            Kind::Q5_0 => k!(Q5_0),
+            Kind::Q5_1 => k!(Q5_1),
+            Kind::Q8_0 => k!(Q8_0),
+            Kind::IQ4NL => k!(IQ4NL),
+            Kind::IQ4XS => match t {
+                1 => Some(run_xs::<1> as KernelFn),
+                4 => Some(run_xs::<4> as KernelFn),
+                8 => Some(run_xs::<8> as KernelFn),
+                _ => None,
+            },
+        }
+    }
+
+    fn kind_of(k: u8) -> Kind {
+        [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind::Q8_0, Kind::IQ4NL][k as usize]
+    }
+
+    /// Four activation bytes (or one i32) at `p` in every lane.
+    #[inline(always)]
+    unsafe fn bcast32(p: *const u8) -> __m512i {
+        _mm512_set1_epi32((p as *const i32).read_unaligned())
+    }
+
+    /// The IQ4_NL table plus 128, as unsigned bytes, in every 128-bit lane.
+    #[inline(always)]
+    unsafe fn table_plus_128() -> __m512i {
+        let t: [u8; 16] = std::array::from_fn(|i| (KVALUES_IQ4NL[i] as i32 + 128) as u8);
+        _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr() as *const __m128i))
+    }
+
+    /// The i32 dot products of one group block `blk` (16 rows) with `T` prepared activation
+    /// blocks, per row lane, starting from their second word where that is an integer.
+    ///
+    /// One token has no other token's products to overlap with, and one chain of eight
+    /// dependent `vpdpbusd` per block was the bound of a generation step (Q8_0 tg128 ~5% below
+    /// the row kernels): it then spreads the products over four sums, added at the end
+    /// (integers: the same result).
+    #[inline(always)]
+    unsafe fn int_sums<const K: u8, const T: usize>(blk: *const u8, ab: &[*const u8; T]) -> [__m512i; T] {
+        let kind = kind_of(K);
+        let (_, gqh, gq) = kind.group_offsets();
+        let q = blk.add(gq);
+        let low = _mm512_set1_epi8(0x0F);
+        let np = if T == 1 { 4 } else { 1 };
+        let mut s = [[_mm512_setzero_si512(); 4]; T];
+        if !kind.has_min() {
+            for t in 0..T {
+                s[t][0] = bcast32(ab[t].add(4));
+            }
+        }
+        // Adds the products of the 16 rows' four bytes `u` with activation bytes `off..off + 4`
+        // into sum `i` (mod `np`) of every token. (A macro: a closure would not inherit the
+        // function's target features, and every intrinsic in it became a call.)
+        macro_rules! dot {
+            ($i:expr, $u:expr, $off:expr) => {{
+                let (i, u, off): (usize, __m512i, usize) = ($i, $u, $off);
+                for t in 0..T {
+                    s[t][i % np] = _mm512_dpbusd_epi32(s[t][i % np], u, bcast32(ab[t].add(off)));
+                }
+            }};
+        }
+        match K {
+            Q8_0 => {
+                let flip = _mm512_set1_epi8(-128);
+                for c in 0..8 {
+                    dot!(c, _mm512_xor_si512(_mm512_loadu_si512(q.add(64 * c) as *const _), flip), 8 + 4 * c);
+                }
+            }
+            IQ4NL => {
+                let table = table_plus_128();
+                for c in 0..4 {
+                    let raw = _mm512_loadu_si512(q.add(64 * c) as *const _);
+                    dot!(2 * c, _mm512_shuffle_epi8(table, _mm512_and_si512(raw, low)), 8 + 4 * c);
+                    dot!(2 * c + 1, _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low)), 24 + 4 * c);
+                }
+            }
+            _ => {
+                let five = K == Q5_0 || K == Q5_1;
+                let qh = if five { _mm512_loadu_si512(blk.add(gqh) as *const _) } else { low };
+                let fifth = _mm512_set1_epi8(0x10);
+                for c in 0..4 {
+                    let raw = _mm512_loadu_si512(q.add(64 * c) as *const _);
+                    let mut lo = _mm512_and_si512(raw, low);
+                    let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low);
+                    if five {
+                        let (l5, h5) = match c {
+                            0 => (_mm512_slli_epi16::<4>(qh), qh),
+                            1 => (_mm512_slli_epi16::<3>(qh), _mm512_srli_epi16::<1>(qh)),
+                            2 => (_mm512_slli_epi16::<2>(qh), _mm512_srli_epi16::<2>(qh)),
+                            _ => (_mm512_slli_epi16::<1>(qh), _mm512_srli_epi16::<3>(qh)),
+                        };
+                        lo = _mm512_or_si512(lo, _mm512_and_si512(l5, fifth));
+                        hi = _mm512_or_si512(hi, _mm512_and_si512(h5, fifth));
+                    }
+                    dot!(2 * c, lo, 8 + 4 * c);
+                    dot!(2 * c + 1, hi, 24 + 4 * c);
+                }
+            }
+        }
+        std::array::from_fn(|t| {
+            let p = &s[t];
+            if np == 1 {
+                p[0]
+            } else {
+                _mm512_add_epi32(_mm512_add_epi32(p[0], p[1]), _mm512_add_epi32(p[2], p[3]))
+            }
+        })
+    }
+
+    /// `K`: the format (constants above). See [`KernelFn`] for the contract.
+    ///
+    /// # Safety
+    /// The features of [`usable`] must be available (`kernel` hands this out only then), and
+    /// the pointers must satisfy [`KernelFn`]'s contract.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn run<const K: u8, const T: usize>(
+        nb: usize,
+        ng: usize,
+        w: *const u8,
+        a: *const u8,
+        a_stride: usize,
+        y: *mut f32,
+        y_stride: usize,
+    ) {
+        let kind = kind_of(K);
+        let gb = kind.group_block();
+        let (gm, _, _) = kind.group_offsets();
+        for g in 0..ng {
+            let wg = w.add(g * nb * gb);
+            let mut acc = [_mm512_setzero_ps(); T];
+            for b in 0..nb {
+                let blk = wg.add(b * gb);
+                let ab: [*const u8; T] = std::array::from_fn(|t| a.add(t * a_stride + b * PREP_BLOCK));
+                let s32 = int_sums::<K, T>(blk, &ab);
+                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
+                let mw = if kind.has_min() { _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(gm) as *const __m256i)) } else { dw };
+                for t in 0..T {
+                    let da = _mm512_set1_ps((ab[t] as *const f32).read_unaligned());
+                    let f = _mm512_cvtepi32_ps(s32[t]);
+                    // The association of `x86::run` and of the scalar references.
+                    let term = match K {
+                        Q4_0 => _mm512_mul_ps(_mm512_mul_ps(f, dw), da),
+                        Q4_1 | Q5_1 => {
+                            let sa = _mm512_set1_ps((ab[t].add(4) as *const f32).read_unaligned());
+                            _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(dw, da), f), _mm512_mul_ps(mw, sa))
+                        }
+                        _ => _mm512_mul_ps(_mm512_mul_ps(dw, da), f),
+                    };
+                    acc[t] = _mm512_add_ps(acc[t], term);
+                }
+            }
+            for (t, acc_t) in acc.iter().enumerate() {
+                _mm512_storeu_ps(y.add(t * y_stride + g * ROWS), *acc_t);
+            }
+        }
+    }
+
+    /// The IQ4_XS kernel (see `x86::run_xs`), 16 rows per register.
+    ///
+    /// # Safety
+    /// As for [`run`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn run_xs<const T: usize>(
+        nb: usize,
+        ng: usize,
+        w: *const u8,
+        a: *const u8,
+        a_stride: usize,
+        y: *mut f32,
+        y_stride: usize,
+    ) {
+        let kind = Kind::IQ4XS;
+        let gb = kind.group_block();
+        let (gsh, gsl, gq) = kind.group_offsets();
+        let table = table_plus_128();
+        let low = _mm512_set1_epi8(0x0F);
+        for g in 0..ng {
+            let wg = w.add(g * nb * gb);
+            let mut acc = [_mm512_setzero_ps(); T];
+            for b in 0..nb {
+                let blk = wg.add(b * gb);
+                let ab: [*const u8; T] = std::array::from_fn(|t| a.add(t * a_stride + b * PREP_SUPER));
+                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
+                let d4d8: [__m512; T] =
+                    std::array::from_fn(|t| _mm512_mul_ps(dw, _mm512_set1_ps((ab[t] as *const f32).read_unaligned())));
+                let mut sh = _mm512_cvtepu16_epi32(_mm256_loadu_si256(blk.add(gsh) as *const __m256i));
+                let mut sl = _mm512_loadu_si512(blk.add(gsl) as *const _);
+                for s in 0..QK_K / QK {
+                    let ls = _mm512_or_si512(
+                        _mm512_and_si512(sl, _mm512_set1_epi32(0x0F)),
+                        _mm512_slli_epi32::<4>(_mm512_and_si512(sh, _mm512_set1_epi32(3))),
+                    );
+                    let lsf = _mm512_cvtepi32_ps(_mm512_sub_epi32(ls, _mm512_set1_epi32(32)));
+                    sl = _mm512_srli_epi32::<4>(sl);
+                    sh = _mm512_srli_epi32::<2>(sh);
+                    let q = blk.add(gq + s * 4 * 4 * ROWS);
+                    let mut s32: [__m512i; T] = std::array::from_fn(|t| bcast32(ab[t].add(8 + QK_K + 4 * s)));
+                    for c in 0..4 {
+                        let raw = _mm512_loadu_si512(q.add(64 * c) as *const _);
+                        let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(raw, low));
+                        let hi = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low));
+                        for t in 0..T {
+                            let at = ab[t].add(8 + QK * s);
+                            s32[t] = _mm512_dpbusd_epi32(s32[t], lo, bcast32(at.add(4 * c)));
+                            s32[t] = _mm512_dpbusd_epi32(s32[t], hi, bcast32(at.add(16 + 4 * c)));
+                        }
+                    }
+                    for t in 0..T {
+                        let term = _mm512_mul_ps(_mm512_mul_ps(d4d8[t], lsf), _mm512_cvtepi32_ps(s32[t]));
+                        acc[t] = _mm512_add_ps(acc[t], term);
+                    }
+                }
+            }
+            for (t, acc_t) in acc.iter().enumerate() {
+                _mm512_storeu_ps(y.add(t * y_stride + g * ROWS), *acc_t);
             }
         }
     }
