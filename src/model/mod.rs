@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod forward;
 pub mod hf;
+pub mod hugemem;
 pub mod tokenizer;
 pub mod weights;
 

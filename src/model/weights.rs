@@ -11,6 +11,7 @@ use crate::kernels::{isa, matmul_f32, matmul_q, packed};
 use crate::quant::quantize::QuantizedModel;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::LlamaConfig;
+use crate::model::hugemem::{self, WeightBytes};
 
 /// A weight matrix. The storage is an enum so that quantized block storage can sit beside f32
 /// without changing the forward pass: dispatch happens once per product, never per block.
@@ -25,11 +26,11 @@ pub enum MatrixData {
     F32(Vec<f32>),
     /// ggml blocks of `ty`, `rows` rows of `cols / block_size` blocks. Any type with a dot
     /// product (F16 and BF16 included) is held this way and computed on directly.
-    Blocks { ty: GgmlType, data: Vec<u8> },
+    Blocks { ty: GgmlType, data: WeightBytes },
     /// Blocks of Q4_0, IQ4_NL or Q8_0 repacked 16 rows at a time for the packed kernels
     /// (`kernels::packed`): the same bytes, rearranged, chosen at load where the instruction
     /// set has those kernels.
-    Packed { ty: GgmlType, data: Vec<u8> },
+    Packed { ty: GgmlType, data: WeightBytes },
 }
 
 impl Matrix {
@@ -224,9 +225,9 @@ impl LlamaWeights {
                         if data.len() != ty.row_bytes(cols as u64).unwrap_or(0) as usize * rows {
                             return Err(terr(name, format!("{} bytes of {ty} data for {rows}x{cols}", data.len())));
                         }
-                        MatrixData::Packed { ty, data: packed::pack(ty, rows, cols, &data) }
+                        MatrixData::Packed { ty, data: packed::pack(ty, rows, cols, &data).into() }
                     } else {
-                        MatrixData::Blocks { ty, data }
+                        MatrixData::Blocks { ty, data: data.into() }
                     }
                 }
             };
@@ -266,13 +267,36 @@ impl LlamaWeights {
         } else {
             None
         };
-        Ok(LlamaWeights {
+        let mut w = LlamaWeights {
             config: c.clone(),
             tok_embd: matrix("token_embd.weight", c.vocab_size, c.d_model)?,
             layers,
             output_norm: vector("output_norm.weight", c.d_model)?,
             output,
-        })
+        };
+        w.gather_block_matrices();
+        Ok(w)
+    }
+
+    /// Moves the block matrices into one mapping advised for huge pages
+    /// ([`hugemem::gather`]), in the order a generated token reads them. f32 matrices (the F32
+    /// source, never generated with in a speed run) stay where they are.
+    fn gather_block_matrices(&mut self) {
+        fn bytes(m: &mut Matrix) -> Option<&mut WeightBytes> {
+            match &mut m.data {
+                MatrixData::Blocks { data, .. } | MatrixData::Packed { data, .. } => Some(data),
+                MatrixData::F32(_) => None,
+            }
+        }
+        let mut order: Vec<&mut Matrix> = Vec::new();
+        for l in &mut self.layers {
+            order.extend([&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down]);
+        }
+        // The output projection is read last; tied, it is the embedding.
+        order.extend(self.output.as_mut());
+        order.push(&mut self.tok_embd);
+        let mut parts: Vec<&mut WeightBytes> = order.into_iter().filter_map(bytes).collect();
+        hugemem::gather(&mut parts);
     }
 
     /// The output projection (tied to the embedding when the model has no `output.weight`).
