@@ -143,7 +143,12 @@ pub fn forward_next(w: &LlamaWeights, state: &mut State, tokens: &[u32], logits_
 
         for (il, layer) in w.layers.iter().enumerate() {
             attention_block(c, layer, il, state, n);
-            ffn_block(c, layer, state, n);
+            // After the last attention only the rows whose logits are asked for are needed
+            // (the keys and values of every row are cached by then), as llama.cpp's graphs
+            // select them (`inp_out_ids`): a perplexity chunk skips half of the last feed-forward,
+            // a prompt all but one row of it. Each row's result is the same either way.
+            let r0 = if il + 1 == w.layers.len() { logits_from } else { 0 };
+            ffn_block(c, layer, state, r0, n);
         }
         state.pos += n;
 
@@ -256,15 +261,18 @@ fn attn_shape(c: &LlamaConfig) -> AttnShape {
     }
 }
 
-fn ffn_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, n: usize) {
+/// The feed-forward block for the batch rows `r0..n` (the others are left as they are).
+fn ffn_block(c: &LlamaConfig, l: &LayerWeights, s: &mut State, r0: usize, n: usize) {
     let (d, f) = (c.d_model, c.ffn_dim);
-    rms_norm(&s.x[..n * d], &l.ffn_norm, &mut s.xn[..n * d], d, c.rms_eps);
-    l.w_gate.matmul(&s.xn[..n * d], &mut s.gate[..n * f], n, &mut s.qbuf);
-    l.w_up.matmul(&s.xn[..n * d], &mut s.up[..n * f], n, &mut s.qbuf);
-    let up = &s.up[..n * f];
-    par::for_each_row(&mut s.gate[..n * f], f, |t, g| swiglu(g, &up[t * f..(t + 1) * f]));
-    l.w_down.matmul(&s.gate[..n * f], &mut s.proj[..n * d], n, &mut s.qbuf);
-    add_residual(&mut s.x[..n * d], &s.proj[..n * d], d);
+    let x = &mut s.x[r0 * d..n * d];
+    let m = n - r0;
+    rms_norm(x, &l.ffn_norm, &mut s.xn[..m * d], d, c.rms_eps);
+    l.w_gate.matmul(&s.xn[..m * d], &mut s.gate[..m * f], m, &mut s.qbuf);
+    l.w_up.matmul(&s.xn[..m * d], &mut s.up[..m * f], m, &mut s.qbuf);
+    let up = &s.up[..m * f];
+    par::for_each_row(&mut s.gate[..m * f], f, |t, g| swiglu(g, &up[t * f..(t + 1) * f]));
+    l.w_down.matmul(&s.gate[..m * f], &mut s.proj[..m * d], m, &mut s.qbuf);
+    add_residual(x, &s.proj[..m * d], d);
 }
 
 /// `g = silu(g) * u = g / (1 + e^-g) * u`, element by element, with libm's `expf` bits
