@@ -463,10 +463,61 @@ fn reference_iq4xs(nb: usize, ng: usize, w: &[u8], a: &[&[u8]], y: &mut [f32], y
     }
 }
 
+/// The x86 kernels' format parameter (`run::<K, T>`): a `u8` because const generics take no
+/// enums on stable Rust.
+#[cfg(target_arch = "x86_64")]
+mod code {
+    use super::Kind;
+
+    pub const Q4_0: u8 = 0;
+    pub const Q4_1: u8 = 1;
+    pub const Q5_0: u8 = 2;
+    pub const Q5_1: u8 = 3;
+    pub const Q8_0: u8 = 4;
+    pub const IQ4NL: u8 = 5;
+
+    pub fn kind_of(k: u8) -> Kind {
+        [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind::Q8_0, Kind::IQ4NL][k as usize]
+    }
+}
+
+/// The kernel of an x86 module for format `k` and `t` tokens: its `run::<K, T>`, or `run_xs::<T>`
+/// for IQ4_XS.
+#[cfg(target_arch = "x86_64")]
+macro_rules! pick_kernels {
+    ($k:expr, $t:expr) => {{
+        macro_rules! k {
+            ($kind:expr) => {
+                match $t {
+                    1 => Some(run::<$kind, 1> as KernelFn),
+                    4 => Some(run::<$kind, 4> as KernelFn),
+                    8 => Some(run::<$kind, 8> as KernelFn),
+                    _ => None,
+                }
+            };
+        }
+        match $k {
+            Kind::Q4_0 => k!(Q4_0),
+            Kind::Q4_1 => k!(Q4_1),
+            Kind::Q5_0 => k!(Q5_0),
+            Kind::Q5_1 => k!(Q5_1),
+            Kind::Q8_0 => k!(Q8_0),
+            Kind::IQ4NL => k!(IQ4NL),
+            Kind::IQ4XS => match $t {
+                1 => Some(run_xs::<1> as KernelFn),
+                4 => Some(run_xs::<4> as KernelFn),
+                8 => Some(run_xs::<8> as KernelFn),
+                _ => None,
+            },
+        }
+    }};
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::code::*;
     use super::{KernelFn, Kind, PREP_BLOCK, PREP_SUPER, QK, QK_K, ROWS};
     use crate::formats::iq4::KVALUES_IQ4NL;
 
@@ -480,42 +531,8 @@ mod x86 {
     /// How far ahead of the block being computed the one-token kernel prefetches weights.
     const PREFETCH_BYTES: usize = 2048;
 
-    const Q4_0: u8 = 0;
-    const Q4_1: u8 = 1;
-    const Q5_0: u8 = 2;
-    const Q5_1: u8 = 3;
-    const Q8_0: u8 = 4;
-    const IQ4NL: u8 = 5;
-
     pub(super) fn pick(k: Kind, t: usize) -> Option<KernelFn> {
-        macro_rules! k {
-            ($kind:expr) => {
-                match t {
-                    1 => Some(run::<$kind, 1> as KernelFn),
-                    4 => Some(run::<$kind, 4> as KernelFn),
-                    8 => Some(run::<$kind, 8> as KernelFn),
-                    _ => None,
-                }
-            };
-        }
-        match k {
-            Kind::Q4_0 => k!(Q4_0),
-            Kind::Q4_1 => k!(Q4_1),
-            Kind::Q5_0 => k!(Q5_0),
-            Kind::Q5_1 => k!(Q5_1),
-            Kind::Q8_0 => k!(Q8_0),
-            Kind::IQ4NL => k!(IQ4NL),
-            Kind::IQ4XS => match t {
-                1 => Some(run_xs::<1> as KernelFn),
-                4 => Some(run_xs::<4> as KernelFn),
-                8 => Some(run_xs::<8> as KernelFn),
-                _ => None,
-            },
-        }
-    }
-
-    fn kind_of(k: u8) -> Kind {
-        [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind::Q8_0, Kind::IQ4NL][k as usize]
+        pick_kernels!(k, t)
     }
 
     /// One token streams the weights from memory once: asks for the `gb` bytes of the group
@@ -769,6 +786,7 @@ mod x86 {
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::code::*;
     use super::{KernelFn, Kind, PREP_BLOCK, PREP_SUPER, QK, QK_K, ROWS};
     use crate::formats::iq4::KVALUES_IQ4NL;
 
@@ -786,43 +804,8 @@ mod avx512 {
         })
     }
 
-
-    const Q4_0: u8 = 0;
-    const Q4_1: u8 = 1;
-    const Q5_0: u8 = 2;
-    const Q5_1: u8 = 3;
-    const Q8_0: u8 = 4;
-    const IQ4NL: u8 = 5;
-
     pub(super) fn pick(k: Kind, t: usize) -> Option<KernelFn> {
-        macro_rules! k {
-            ($kind:expr) => {
-                match t {
-                    1 => Some(run::<$kind, 1> as KernelFn),
-                    4 => Some(run::<$kind, 4> as KernelFn),
-                    8 => Some(run::<$kind, 8> as KernelFn),
-                    _ => None,
-                }
-            };
-        }
-        match k {
-            Kind::Q4_0 => k!(Q4_0),
-            Kind::Q4_1 => k!(Q4_1),
-            Kind::Q5_0 => k!(Q5_0),
-            Kind::Q5_1 => k!(Q5_1),
-            Kind::Q8_0 => k!(Q8_0),
-            Kind::IQ4NL => k!(IQ4NL),
-            Kind::IQ4XS => match t {
-                1 => Some(run_xs::<1> as KernelFn),
-                4 => Some(run_xs::<4> as KernelFn),
-                8 => Some(run_xs::<8> as KernelFn),
-                _ => None,
-            },
-        }
-    }
-
-    fn kind_of(k: u8) -> Kind {
-        [Kind::Q4_0, Kind::Q4_1, Kind::Q5_0, Kind::Q5_1, Kind::Q8_0, Kind::IQ4NL][k as usize]
+        pick_kernels!(k, t)
     }
 
     /// Four activation bytes (or one i32) at `p` in every lane.

@@ -27,7 +27,8 @@ pub enum MatrixData {
     /// ggml blocks of `ty`, `rows` rows of `cols / block_size` blocks. Any type with a dot
     /// product (F16 and BF16 included) is held this way and computed on directly.
     Blocks { ty: GgmlType, data: WeightBytes },
-    /// Blocks of Q4_0, IQ4_NL or Q8_0 repacked 16 rows at a time for the packed kernels
+    /// Blocks of a packable format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, IQ4_XS) repacked
+    /// 16 rows at a time for the packed kernels
     /// (`kernels::packed`): the same bytes, rearranged, chosen at load where the instruction
     /// set has those kernels.
     Packed { ty: GgmlType, data: WeightBytes },
