@@ -638,7 +638,7 @@ mod x86 {
         s32
     }
 
-    /// `K`: the format (constants above). See [`KernelFn`] for the contract.
+    /// `K`: the format (`super::code`). See [`KernelFn`] for the contract.
     ///
     /// # Safety
     /// AVX2, FMA and F16C must be available (`kernel` hands this out only then), and the
@@ -900,7 +900,7 @@ mod avx512 {
         })
     }
 
-    /// `K`: the format (constants above). See [`KernelFn`] for the contract.
+    /// `K`: the format (`super::code`). See [`KernelFn`] for the contract.
     ///
     /// # Safety
     /// The features of [`usable`] must be available (`kernel` hands this out only then), and
