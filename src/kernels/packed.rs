@@ -55,6 +55,8 @@ pub const ROWS: usize = 16;
 const QK: usize = 32;
 /// Weights per IQ4_XS super-block.
 const QK_K: usize = 256;
+/// What the AVX-512 kernels add to a signed weight (Q8_0, the IQ4 tables) to make it unsigned.
+const SIGNED_OFFSET: i32 = 128;
 /// Bytes of one prepared activation block: the f32 scale, a second word and the 32 quants.
 /// The second word is the i32 `-bias · Σa` for Q4_0 and Q5_0 (the integer sum's starting
 /// value), the f32 sum `s` of the Q8_1 block for Q4_1 and Q5_1, and the i32 `-128 · Σa` for
@@ -154,6 +156,16 @@ impl Kind {
         let m = 2 * ROWS;
         let qh = m + 2 * ROWS * (self.has_min() || self.has_scales()) as usize;
         (m, qh, qh + 4 * ROWS * (self.has_qh() || self.has_scales()) as usize)
+    }
+
+    /// What the prepared second word cancels, as `-offset · Σa`: the unsigned quants' bias
+    /// ([`Kind::bias`]), or for the signed kinds the 128 the AVX-512 kernels add to each weight.
+    fn prepared_offset(self) -> i32 {
+        if self.bias() != 0 {
+            self.bias()
+        } else {
+            SIGNED_OFFSET
+        }
     }
 
     /// What the unsigned quants exceed the signed weights by (0: signed, or a minimum instead).
@@ -304,8 +316,7 @@ pub fn prepare(ty: GgmlType, cols: usize, y: &[u8], out: &mut [u8]) {
             let qs = &src[4..4 + QK_K];
             dst[8..8 + QK_K].copy_from_slice(qs);
             for (sub, o) in qs.chunks_exact(QK).zip(dst[8 + QK_K..].chunks_exact_mut(4)) {
-                let sum: i32 = sub.iter().map(|&q| q as i8 as i32).sum();
-                o.copy_from_slice(&(-128 * sum).to_le_bytes());
+                o.copy_from_slice(&neg_offset_sum(SIGNED_OFFSET, sub).to_le_bytes());
             }
         }
         return;
@@ -319,14 +330,17 @@ pub fn prepare(ty: GgmlType, cols: usize, y: &[u8], out: &mut [u8]) {
         let second = if k.has_min() {
             half::f16::from_le_bytes([src[2], src[3]]).to_f32().to_bits()
         } else {
-            let sum: i32 = qs.iter().map(|&q| q as i8 as i32).sum();
-            let offset = if k.bias() != 0 { k.bias() } else { 128 };
-            (-offset * sum) as u32
+            neg_offset_sum(k.prepared_offset(), qs) as u32
         };
         dst[..4].copy_from_slice(&d.to_le_bytes());
         dst[4..8].copy_from_slice(&second.to_le_bytes());
         dst[8..].copy_from_slice(qs);
     }
+}
+
+/// `-offset · Σa` over the activation quants `q` (signed bytes).
+fn neg_offset_sum(offset: i32, q: &[u8]) -> i32 {
+    -offset * q.iter().map(|&v| v as i8 as i32).sum::<i32>()
 }
 
 /// A packed kernel: `ng` groups of packed weights `w` (`nb` blocks per row) against `T`
@@ -787,7 +801,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::code::*;
-    use super::{KernelFn, Kind, PREP_BLOCK, PREP_SUPER, QK, QK_K, ROWS};
+    use super::{KernelFn, Kind, PREP_BLOCK, PREP_SUPER, QK, QK_K, ROWS, SIGNED_OFFSET};
     use crate::formats::iq4::KVALUES_IQ4NL;
 
     /// AVX-512 F/BW with VNNI, F16C and FMA; asked once (cpuid traps in a VM).
@@ -814,10 +828,10 @@ mod avx512 {
         _mm512_set1_epi32((p as *const i32).read_unaligned())
     }
 
-    /// The IQ4_NL table plus 128, as unsigned bytes, in every 128-bit lane.
+    /// The IQ4_NL table plus [`SIGNED_OFFSET`], as unsigned bytes, in every 128-bit lane.
     #[inline(always)]
     unsafe fn table_plus_128() -> __m512i {
-        let t: [u8; 16] = std::array::from_fn(|i| (KVALUES_IQ4NL[i] as i32 + 128) as u8);
+        let t: [u8; 16] = std::array::from_fn(|i| (KVALUES_IQ4NL[i] as i32 + SIGNED_OFFSET) as u8);
         _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr() as *const __m128i))
     }
 
@@ -854,7 +868,8 @@ mod avx512 {
         }
         match K {
             Q8_0 => {
-                let flip = _mm512_set1_epi8(-128);
+                // `w ^ 0x80` is `w + SIGNED_OFFSET` as an unsigned byte.
+                let flip = _mm512_set1_epi8(i8::MIN);
                 for c in 0..8 {
                     dot!(c, _mm512_xor_si512(_mm512_loadu_si512(q.add(64 * c) as *const _), flip), 8 + 4 * c);
                 }

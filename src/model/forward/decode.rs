@@ -487,7 +487,6 @@ struct Barrier {
     wake: Condvar,
 }
 
-
 impl Barrier {
     fn new(n: usize) -> Barrier {
         Barrier {
